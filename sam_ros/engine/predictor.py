@@ -1,0 +1,284 @@
+"""Embed once, decode many: the predictor every front end (node, CLI, training, AMG) calls.
+
+``encode`` turns an image into an :class:`ImageEmbedding` (an explicit state object, so callers
+may keep several, e.g. a cache of recent camera frames); ``decode`` runs the prompt encoder and
+mask decoder on one embedding for a batch of prompts. The numpy API (``encode``/``decode``/
+``predict_prompts``, and the reference-style ``set_image``/``predict``) sits over the torch API
+(``encode_torch``/``decode_torch``).
+"""
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..model.sam import Sam
+from . import transforms
+from .mask_utils import stability_score
+from .prompts import InputError, Prompt, validate_boxes, validate_image, validate_mask_input, validate_points
+
+DTypeLike = Union[str, torch.dtype, None]
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: DTypeLike) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use fp32, fp16 or bf16") from None
+
+
+@dataclass
+class ImageEmbedding:
+    """The encoder's output for one image, with the geometry needed to map prompts and masks."""
+    features: torch.Tensor           # 1 x C x h x w, in the decoder's dtype and device
+    original_size: Tuple[int, int]   # (H, W) of the image given to encode
+    input_size: Tuple[int, int]      # (h, w) after resizing, before padding
+
+
+class MaskPrediction(NamedTuple):
+    masks: np.ndarray             # B x M x H x W bool (float logits with return_logits)
+    iou_predictions: np.ndarray   # B x M
+    low_res_logits: np.ndarray    # B x M x L x L, feed back as mask_input
+    stability_scores: np.ndarray  # B x M
+
+
+class TorchMaskPrediction(NamedTuple):
+    masks: torch.Tensor
+    iou_predictions: torch.Tensor
+    low_res_logits: torch.Tensor
+    stability_scores: torch.Tensor
+
+
+class SamPredictor:
+    """Runs a :class:`Sam` model on images and prompts.
+
+    Args:
+        model: the SAM model (any encoder family).
+        device: torch device for the model.
+        encoder_dtype / decoder_dtype: precision of each part (fp32, fp16, bf16); the decoder
+            defaults to the encoder's.
+        image_encoder: optional replacement for ``model.image_encoder`` (a compiled or exported
+            backend); called with a 1 x 3 x S x S normalised, padded tensor.
+        stability_offset: logit offset of the stability score.
+    """
+
+    def __init__(
+        self,
+        model: Sam,
+        device: Union[str, torch.device] = "cpu",
+        encoder_dtype: DTypeLike = None,
+        decoder_dtype: DTypeLike = None,
+        image_encoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        stability_offset: float = 1.0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.encoder_dtype = resolve_dtype(encoder_dtype)
+        self.decoder_dtype = resolve_dtype(decoder_dtype) if decoder_dtype is not None else self.encoder_dtype
+        self.model = model.to(self.device).eval()
+        self.model.image_encoder.to(self.encoder_dtype)
+        self.model.prompt_encoder.to(self.decoder_dtype)
+        self.model.mask_decoder.to(self.decoder_dtype)
+        # The Fourier features must stay float32 whatever the prompt encoder's precision.
+        self.model.prompt_encoder.pe_layer.float()
+        self._image_encoder = image_encoder or self.model.image_encoder
+        with torch.inference_mode():
+            self._dense_pe = self.model.prompt_encoder.get_dense_pe().to(self.decoder_dtype)
+        self.stability_offset = stability_offset
+        self._embedding: Optional[ImageEmbedding] = None
+
+    # ---- geometry -------------------------------------------------------------------------
+    @property
+    def img_size(self) -> int:
+        return self.model.img_size
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the low-res mask logits (4 x the embedding grid)."""
+        return self.model.prompt_encoder.mask_input_size[0]
+
+    # ---- encoding -------------------------------------------------------------------------
+    def encode(self, image: np.ndarray, image_format: str = "RGB") -> ImageEmbedding:
+        """H x W x 3 uint8 image -> embedding. The image is resized so its longest side is the
+        model's input size."""
+        validate_image(image)
+        if image_format not in ("RGB", "BGR"):
+            raise InputError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        if image_format == "BGR":
+            image = image[..., ::-1]
+        resized = transforms.resize_longest_side(image, self.img_size)
+        tensor = transforms.image_to_tensor(resized, self.device)
+        return self.encode_torch(tensor, image.shape[:2])
+
+    @torch.inference_mode()
+    def encode_torch(self, image: torch.Tensor, original_size: Tuple[int, int]) -> ImageEmbedding:
+        """1 x 3 x h x w RGB (0-255, longest side = img_size) -> embedding."""
+        if image.ndim != 4 or image.shape[:2] != (1, 3) or max(image.shape[2:]) != self.img_size:
+            raise InputError(f"expected 1 x 3 x h x w with longest side {self.img_size}, got {tuple(image.shape)}")
+        x = self.model.preprocess(image.to(self.device)).to(self.encoder_dtype)
+        features = self._image_encoder(x).to(self.decoder_dtype)
+        return ImageEmbedding(features, (int(original_size[0]), int(original_size[1])),
+                              (int(image.shape[2]), int(image.shape[3])))
+
+    # ---- decoding (torch) -----------------------------------------------------------------
+    @torch.inference_mode()
+    def decode_torch(
+        self,
+        embedding: ImageEmbedding,
+        point_coords: Optional[torch.Tensor] = None,
+        point_labels: Optional[torch.Tensor] = None,
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        full_resolution: bool = True,
+    ) -> TorchMaskPrediction:
+        """Decode a batch of B prompts on one embedding.
+
+        Coordinates are in the resized input frame (see ``transforms.apply_coords``).
+        point_coords B x N x 2, point_labels B x N, boxes B x 4, mask_input B x 1 x L x L.
+        With full_resolution=False only the low-res logits are produced (masks is empty and
+        stability is computed on the low-res logits).
+        """
+        points = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise InputError("point_labels are required with point_coords")
+            points = (point_coords.to(self.device), point_labels.to(self.device))
+        if boxes is not None:
+            boxes = boxes.to(self.device)
+        if mask_input is not None:
+            mask_input = mask_input.to(self.device, self.decoder_dtype)
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        low_res, iou = self.model.mask_decoder(
+            image_embeddings=embedding.features,
+            image_pe=self._dense_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+        low_res, iou = low_res.float(), iou.float()
+        threshold = self.model.mask_threshold
+        if not full_resolution:
+            stab = stability_score(low_res, threshold, self.stability_offset)
+            return TorchMaskPrediction(low_res.new_zeros((0,)), iou, low_res, stab)
+        logits = transforms.postprocess_masks(low_res, embedding.input_size, embedding.original_size, self.img_size)
+        stab = stability_score(logits, threshold, self.stability_offset)
+        masks = logits if return_logits else logits > threshold
+        return TorchMaskPrediction(masks, iou, low_res, stab)
+
+    # ---- decoding (numpy) -----------------------------------------------------------------
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        box: Optional[np.ndarray] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> MaskPrediction:
+        """Decode prompts given in original-image pixels.
+
+        Unbatched: point_coords N x 2, point_labels N, box 4, mask_input 1 x L x L -> outputs
+        without the batch axis (M x H x W masks). Batched (B objects in one call): point_coords
+        B x N x 2, point_labels B x N, box B x 4, mask_input B x 1 x L x L -> B x M x ... .
+        """
+        batched = False
+        size = embedding.original_size
+        coords_t = labels_t = boxes_t = mask_t = None
+        b = None
+        if point_coords is not None:
+            coords = np.asarray(point_coords, dtype=np.float64)
+            labels = np.asarray(point_labels if point_labels is not None else np.ones(coords.shape[:-1]))
+            batched |= coords.ndim == 3
+            if coords.ndim == 2:
+                coords, labels = coords[None], labels.reshape(1, -1)
+            validate_points(coords, labels, size)
+            coords = transforms.apply_coords(coords, size, self.img_size)
+            coords_t = torch.as_tensor(coords, dtype=torch.float32)
+            labels_t = torch.as_tensor(labels, dtype=torch.int64)
+            b = coords.shape[0]
+        if box is not None:
+            boxes = np.asarray(box, dtype=np.float64)
+            batched |= boxes.ndim == 2
+            boxes = validate_boxes(boxes.reshape(-1, 4) if boxes.ndim == 1 else boxes, size)
+            if b is not None and boxes.shape[0] != b:
+                raise InputError(f"{boxes.shape[0]} boxes for {b} point sets")
+            boxes_t = torch.as_tensor(transforms.apply_boxes(boxes, size, self.img_size), dtype=torch.float32)
+            b = boxes.shape[0]
+        if mask_input is not None:
+            m = np.asarray(mask_input, dtype=np.float32)
+            validate_mask_input(m, self.low_res_size)
+            batched |= m.ndim == 4
+            m = m[None] if m.ndim == 3 else m
+            if b is not None and m.shape[0] != b:
+                raise InputError(f"{m.shape[0]} mask inputs for {b} prompts")
+            mask_t = torch.from_numpy(m)
+        if coords_t is None and boxes_t is None and mask_t is None:
+            raise InputError("give at least one prompt: points, a box or a mask input")
+        out = self.decode_torch(embedding, coords_t, labels_t, boxes_t, mask_t, multimask_output, return_logits)
+        pred = MaskPrediction(*(t.cpu().numpy() for t in out))
+        return pred if batched else MaskPrediction(*(a[0] for a in pred))
+
+    def predict_prompts(self, embedding: ImageEmbedding, prompts: Sequence[Prompt]) -> List[MaskPrediction]:
+        """Decode many objects' prompts on one embedding: prompts of the same shape (number of
+        points, box or not, mask or not, multimask or not) decode together in one batch.
+        Returns one unbatched MaskPrediction per prompt, in order."""
+        groups: "OrderedDict[tuple, List[int]]" = OrderedDict()
+        for i, p in enumerate(prompts):
+            groups.setdefault(p.signature, []).append(i)
+        results: List[Optional[MaskPrediction]] = [None] * len(prompts)
+        for (n_points, has_box, has_mask, multimask), idx in groups.items():
+            group = [prompts[i] for i in idx]
+            pred = self.decode(
+                embedding,
+                point_coords=np.stack([p.points for p in group]) if n_points else None,
+                point_labels=np.stack([p.labels for p in group]) if n_points else None,
+                box=np.stack([p.box for p in group]) if has_box else None,
+                mask_input=np.stack([np.asarray(p.mask_input).reshape(1, *np.shape(p.mask_input)[-2:])
+                                     for p in group]) if has_mask else None,
+                multimask_output=multimask,
+            )
+            for j, i in enumerate(idx):
+                results[i] = MaskPrediction(*(a[j] for a in pred))
+        return results  # type: ignore[return-value]
+
+    # ---- reference-style stateful API -----------------------------------------------------
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        self._embedding = self.encode(image, image_format)
+
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: Tuple[int, int]) -> None:
+        self._embedding = self.encode_torch(transformed_image, original_image_size)
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._embedding is not None
+
+    def get_image_embedding(self) -> torch.Tensor:
+        return self._require_embedding().features
+
+    def reset_image(self) -> None:
+        self._embedding = None
+
+    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
+                multimask_output: bool = True, return_logits: bool = False) -> MaskPrediction:
+        return self.decode(self._require_embedding(), point_coords, point_labels, box, mask_input,
+                           multimask_output, return_logits)
+
+    def predict_torch(self, point_coords=None, point_labels=None, boxes=None, mask_input=None,
+                      multimask_output: bool = True, return_logits: bool = False) -> TorchMaskPrediction:
+        return self.decode_torch(self._require_embedding(), point_coords, point_labels, boxes, mask_input,
+                                 multimask_output, return_logits)
+
+    def _require_embedding(self) -> ImageEmbedding:
+        if self._embedding is None:
+            raise RuntimeError("no image set: call set_image() first")
+        return self._embedding

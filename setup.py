@@ -1,0 +1,24 @@
+"""ROS-free install of the engine and command-line tools: `pip install .` into a plain venv.
+
+Do not pip-install into the ROS set-up venv (scripts/env.sh): there the package is built with
+CMake (msg/ generation), and pip would treat rosidl's `sam_ros` as the same distribution and
+delete the generated messages. colcon ignores this file (package.xml says ament_cmake).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="sam_ros",
+    version="0.1.0",
+    description="Segment Anything as a real-time ROS 2 node (engine and tools usable without ROS)",
+    packages=find_packages(include=["sam_ros", "sam_ros.*"]),
+    package_data={"sam_ros": ["weights/*.safetensors", "weights/*.md"]},
+    python_requires=">=3.10",
+    install_requires=["torch>=2.3", "numpy", "opencv-python-headless", "safetensors", "tqdm"],
+    extras_require={"bags": ["rosbags"], "onnx": ["onnx", "onnxruntime"]},
+    entry_points={
+        "console_scripts": [
+            "sam-ros-node=sam_ros.ros.node:main",
+            "sam-ros-demo=sam_ros.tools.demo:main",
+        ]
+    },
+)

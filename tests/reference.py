@@ -1,0 +1,87 @@
+"""Import Meta's `segment-anything` and MobileSAM's code (test dependencies) without torchvision/timm.
+
+Both packages import torchvision (and MobileSAM timm) at import time, for a handful of helpers
+that the model code never calls in our tests. PyPI's torchvision does not import beside the CPU
+torch we pin, so small test-only stand-ins are registered in ``sys.modules`` first. The stand-ins
+are not what is under test: the resize stand-in uses our own resize (so both sides see the same
+pixels) and NMS uses our box NMS, which has its own tests against a brute-force definition.
+"""
+import importlib
+import sys
+import types
+
+import numpy as np
+import torch
+
+
+def _install_torchvision_standin() -> None:
+    try:
+        import torchvision  # noqa: F401
+        return
+    except Exception:
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+
+    from sam_ros.engine import mask_utils, transforms
+
+    tv = types.ModuleType("torchvision")
+    ops = types.ModuleType("torchvision.ops")
+    boxes = types.ModuleType("torchvision.ops.boxes")
+    tfs = types.ModuleType("torchvision.transforms")
+    tff = types.ModuleType("torchvision.transforms.functional")
+
+    def box_area(b: torch.Tensor) -> torch.Tensor:
+        return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+    def batched_nms(b, scores, idxs, iou_threshold):
+        return mask_utils.batched_nms(b, scores, idxs, iou_threshold)
+
+    def to_pil_image(image):
+        return np.asarray(image)
+
+    def resize(image, size):
+        return transforms.resize_image(np.asarray(image), tuple(size))
+
+    boxes.box_area, boxes.batched_nms = box_area, batched_nms
+    ops.boxes = boxes
+    tff.resize, tff.to_pil_image = resize, to_pil_image
+    tfs.functional = tff
+    tv.ops, tv.transforms = ops, tfs
+    sys.modules.update({"torchvision": tv, "torchvision.ops": ops, "torchvision.ops.boxes": boxes,
+                        "torchvision.transforms": tfs, "torchvision.transforms.functional": tff})
+
+
+def _install_timm_standin() -> None:
+    try:
+        import timm  # noqa: F401
+        return
+    except Exception:
+        pass
+    timm = types.ModuleType("timm")
+    models = types.ModuleType("timm.models")
+    layers = types.ModuleType("timm.models.layers")
+    registry = types.ModuleType("timm.models.registry")
+
+    class DropPath(torch.nn.Identity):
+        def __init__(self, drop_prob=None):
+            super().__init__()
+
+    layers.DropPath = DropPath
+    layers.to_2tuple = lambda x: tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+    layers.trunc_normal_ = torch.nn.init.trunc_normal_
+    registry.register_model = lambda fn: fn
+    models.layers, models.registry = layers, registry
+    timm.models = models
+    sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers,
+                        "timm.models.registry": registry})
+
+
+def segment_anything():
+    _install_torchvision_standin()
+    return importlib.import_module("segment_anything")
+
+
+def mobile_sam():
+    _install_torchvision_standin()
+    _install_timm_standin()
+    return importlib.import_module("mobile_sam")
