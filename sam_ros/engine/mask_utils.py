@@ -1,5 +1,5 @@
 """Mask utilities: stability score, boxes, NMS, COCO run-length encoding, small-region cleanup."""
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -153,6 +153,17 @@ def _decode_counts(s) -> List[int]:
             x += counts[-2]
         counts.append(x)
     return counts
+
+
+def farthest_from_boundary(mask: np.ndarray) -> Tuple[Optional[Tuple[int, int]], float]:
+    """(x, y) of the pixel of a bool mask farthest from the mask's boundary (the image border
+    counts as boundary), and that distance; (None, 0) for an empty mask."""
+    if not mask.any():
+        return None, 0.0
+    padded = np.pad(mask.astype(np.uint8), 1)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return (int(x), int(y)), float(dist[y, x])
 
 
 def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> Tuple[np.ndarray, bool]:

@@ -82,6 +82,13 @@ MODEL_CONFIGS: Dict[str, SamConfig] = {
     "vit_l": SamConfig(ViTConfig(1024, 24, 16, (5, 11, 17, 23))),
     "vit_h": SamConfig(ViTConfig(1280, 32, 16, (7, 15, 23, 31))),
     "vit_t": SamConfig(TinyViTConfig()),
+    # The embedded default (sam_ros/weights/): a small TinyViT at 384 px input (24 x 24
+    # embedding, 96 x 96 low-res masks) with SAM's standard prompt encoder and mask decoder.
+    "sam_ros_tiny": SamConfig(
+        TinyViTConfig(embed_dims=(32, 64, 128, 160), depths=(2, 2, 4, 2), num_heads=(1, 2, 4, 5),
+                      window_sizes=(8, 8, 12, 12), num_classes=0),
+        img_size=384,
+    ),
 }
 
 

@@ -28,9 +28,10 @@ class PositionEmbeddingRandom(nn.Module):
 
     def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
         """coords in [0, 1], ... x 2 -> ... x 2*num_pos_feats."""
-        coords = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix.float()
-        coords = 2 * math.pi * coords
-        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
+        with torch.autocast(coords.device.type, enabled=False):  # keep float32 under autocast
+            coords = (2 * coords.float() - 1) @ self.positional_encoding_gaussian_matrix.float()
+            coords = 2 * math.pi * coords
+            return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
 
     def forward(self, size: Tuple[int, int]) -> torch.Tensor:
         """Encoding of the centres of an h x w grid: C x h x w."""

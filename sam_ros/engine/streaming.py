@@ -1,0 +1,195 @@
+"""Streaming state for live camera input (ROS-free): latest-frame-wins hand-off, a bounded cache of
+recent embeddings, and active targets that keep being segmented on every new frame.
+
+The ROS node (sam_ros.ros) wires messages to these; nothing here knows about ROS.
+"""
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Dict, Generic, List, Optional, Tuple, TypeVar
+
+import numpy as np
+
+from .predictor import ImageEmbedding, MaskPrediction
+from .prompts import Prompt
+from .mask_utils import farthest_from_boundary
+
+T = TypeVar("T")
+
+
+class LatestSlot(Generic[T]):
+    """A one-item mailbox: put() replaces whatever is waiting (counted as dropped); take() blocks
+    until an item is there. The encoder never queues frames behind itself."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Optional[T] = None
+        self._closed = False
+        self.received = 0
+        self.dropped = 0
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self.received += 1
+            self._cond.notify()
+
+    def take(self, timeout: Optional[float] = None) -> Optional[T]:
+        """The newest item, or None on timeout / after close()."""
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+@dataclass
+class CachedFrame:
+    """An encoded frame: its embedding, the frame's metadata (e.g. a ROS header) and image."""
+    key: int                      # e.g. the stamp in nanoseconds
+    embedding: ImageEmbedding
+    meta: Any = None
+    image: Optional[np.ndarray] = None
+    encoder_ms: float = 0.0
+    received_at: float = 0.0
+
+
+class EmbeddingCache:
+    """The last `capacity` encoded frames by key; memory stays bounded whatever the uptime."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        if capacity < 1:
+            raise ValueError("cache capacity must be at least 1")
+        self.capacity = capacity
+        self._frames: "OrderedDict[int, CachedFrame]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, frame: CachedFrame) -> None:
+        with self._lock:
+            self._frames[frame.key] = frame
+            self._frames.move_to_end(frame.key)
+            while len(self._frames) > self.capacity:
+                self._frames.popitem(last=False)
+
+    def get(self, key: int) -> Optional[CachedFrame]:
+        with self._lock:
+            return self._frames.get(key)
+
+    def latest(self) -> Optional[CachedFrame]:
+        with self._lock:
+            return next(reversed(self._frames.values())) if self._frames else None
+
+    def keys(self) -> List[int]:
+        with self._lock:
+            return list(self._frames)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._frames)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._frames.clear()
+
+
+@dataclass
+class Target:
+    """An object that keeps being segmented on new frames."""
+    target_id: str
+    prompt: Prompt                       # as given (coordinates of the frame it was given on)
+    image_size: Tuple[int, int]          # (H, W) of that frame
+    source: str = "prompt"
+    last_low_res: Optional[np.ndarray] = None   # 1 x L x L logits of the last chosen mask
+    last_mask: Optional[np.ndarray] = None      # H x W bool, last chosen mask
+    frames: int = 0
+    lost: int = 0
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+class TargetTracker:
+    """Active targets, each re-segmented on every new frame, all in one decoder batch.
+
+    How a target follows its object (first version): the prompt for a new frame is derived from
+    the target's previous mask: box targets use the previous mask's box (plus a margin), point
+    targets a foreground click at the previous mask's centre plus the original background
+    clicks; both feed the previous low-res logits as the mask prompt. When the previous mask is
+    empty the original prompt is re-applied. After a resolution change, coordinates are rescaled
+    and the mask prompt is dropped.
+    """
+
+    def __init__(self, box_margin: float = 0.1, max_targets: int = 64) -> None:
+        self.box_margin = box_margin
+        self.max_targets = max_targets
+        self._targets: "OrderedDict[str, Target]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def set(self, target: Target) -> None:
+        with self._lock:
+            self._targets[target.target_id] = target
+            self._targets.move_to_end(target.target_id)
+            while len(self._targets) > self.max_targets:
+                self._targets.popitem(last=False)
+
+    def get(self, target_id: str) -> Optional[Target]:
+        with self._lock:
+            return self._targets.get(target_id)
+
+    def clear(self, target_id: str = "") -> int:
+        """Remove one target (or all with ""). Returns how many were removed."""
+        with self._lock:
+            if not target_id:
+                n = len(self._targets)
+                self._targets.clear()
+                return n
+            return 1 if self._targets.pop(target_id, None) is not None else 0
+
+    def ids(self) -> List[str]:
+        with self._lock:
+            return list(self._targets)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._targets)
+
+    def prompts_for(self, image_size: Tuple[int, int]) -> List[Tuple[Target, Prompt]]:
+        """The prompt of every active target for a new frame of the given size."""
+        with self._lock:
+            targets = list(self._targets.values())
+        return [(t, self._next_prompt(t, image_size)) for t in targets]
+
+    def update(self, target: Target, pred: MaskPrediction, chosen: int, image_size: Tuple[int, int]) -> None:
+        """Record a target's result on a frame."""
+        mask = pred.masks[chosen]
+        target.last_mask = mask if mask.any() else None
+        target.last_low_res = pred.low_res_logits[chosen][None] if mask.any() else None
+        target.lost = 0 if mask.any() else target.lost + 1
+        target.image_size = image_size
+        target.frames += 1
+
+    def _next_prompt(self, t: Target, size: Tuple[int, int]) -> Prompt:
+        p = t.prompt
+        sy, sx = size[0] / t.image_size[0], size[1] / t.image_size[1]
+        same_size = tuple(size) == tuple(t.image_size)
+        if t.last_mask is None or not same_size:
+            points = p.points * [sx, sy]
+            box = p.box * [sx, sy, sx, sy] if p.box is not None else None
+            return Prompt(points, p.labels.copy(), box, None, multimask=p.multimask and t.frames == 0)
+        mask_input = t.last_low_res
+        if p.box is not None:
+            ys, xs = np.nonzero(t.last_mask)
+            x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+            mx, my = self.box_margin * (x1 - x0), self.box_margin * (y1 - y0)
+            box = np.array([max(0, x0 - mx), max(0, y0 - my), min(size[1], x1 + mx), min(size[0], y1 + my)])
+            return Prompt(np.zeros((0, 2)), np.zeros(0, np.int64), box, mask_input, multimask=False)
+        center = np.array(farthest_from_boundary(t.last_mask)[0], dtype=np.float64)
+        bg = p.points[p.labels == 0]
+        points = np.concatenate([center[None], bg]) if len(bg) else center[None]
+        labels = np.concatenate([[1], np.zeros(len(bg), np.int64)])
+        return Prompt(points, labels, None, mask_input, multimask=False)

@@ -1,0 +1,74 @@
+"""The node's parameters: each declared with a default and a description, read into one object."""
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rcl_interfaces.msg import ParameterDescriptor
+
+
+@dataclass
+class NodeParams:
+    # model
+    checkpoint: str = ""
+    model_variant: str = ""
+    device: str = "cpu"
+    encoder_dtype: str = "fp32"
+    decoder_dtype: str = ""
+    backend: str = "torch"
+    backend_cache_dir: str = ""
+    # inputs
+    image_topic: str = "image"
+    image_transport: str = "raw"
+    image_qos: str = "sensor_data"
+    click_topic: str = ""
+    bg_click_topic: str = ""
+    click_mode: str = "target"
+    detections_topic: str = "detections"
+    # behaviour
+    cache_size: int = 4
+    max_pending_prompts: int = 256
+    prompt_wait_s: float = 5.0
+    max_targets: int = 32
+    multimask: bool = True
+    stability_offset: float = 1.0
+    # outputs
+    publish_overlay: bool = True
+    overlay_alpha: float = 0.5
+    diagnostics_period_s: float = 1.0
+
+
+DESCRIPTIONS = {
+    "checkpoint": "SAM checkpoint (.pth/.pt/.safetensors): official SAM ViT-B/L/H, MobileSAM, or ours. "
+                  "Empty: the embedded default model.",
+    "model_variant": "vit_b, vit_l, vit_h, vit_t, sam_ros_tiny; empty: inferred from the checkpoint.",
+    "device": "torch device: cpu, cuda, cuda:1 ...",
+    "encoder_dtype": "image encoder precision: fp32, fp16 or bf16.",
+    "decoder_dtype": "prompt encoder + mask decoder precision (empty: same as the encoder).",
+    "backend": "execution backend: torch, compile, onnxruntime, tensorrt.",
+    "backend_cache_dir": "where compiled/exported engines are cached (empty: ~/.cache/sam_ros).",
+    "image_topic": "camera image topic (remap it, e.g. -r image:=/camera/image_raw).",
+    "image_transport": "raw (sensor_msgs/Image on image_topic) or compressed "
+                       "(sensor_msgs/CompressedImage on <image_topic>/compressed).",
+    "image_qos": "camera subscription QoS: sensor_data (best effort, as cameras publish) or reliable.",
+    "click_topic": "geometry_msgs/Point clicks (foreground). Empty: <image_topic>_mouse_left, as rqt_image_view publishes.",
+    "bg_click_topic": "geometry_msgs/Point background clicks refining the last click target. Empty: disabled.",
+    "click_mode": "target: each click starts a tracked target (click_<n>); oneshot: segment the latest frame once.",
+    "detections_topic": "vision_msgs/Detection2DArray boxes (used only where vision_msgs is installed).",
+    "cache_size": "number of recent frames whose embeddings are kept for prompts (bounded memory).",
+    "max_pending_prompts": "prompt queue bound; older prompts are dropped (and counted) beyond it.",
+    "prompt_wait_s": "how long a prompt for a frame that is still being encoded may wait for it.",
+    "max_targets": "maximum number of active targets; the oldest is dropped beyond it.",
+    "multimask": "default for clicks: return the 3 ambiguity candidates and choose by predicted IoU.",
+    "stability_offset": "logit offset of the stability score.",
+    "publish_overlay": "publish an overlay image (masks tinted per target, with IoU) when someone subscribes.",
+    "overlay_alpha": "mask opacity in the overlay.",
+    "diagnostics_period_s": "period of the diagnostic_msgs status on /diagnostics.",
+}
+
+
+def declare_parameters(node: Any) -> NodeParams:
+    """Declare every parameter on the node and return their current values."""
+    values = {}
+    for f in fields(NodeParams):
+        desc = ParameterDescriptor(description=DESCRIPTIONS[f.name])
+        values[f.name] = node.declare_parameter(f.name, f.default, desc).value
+    return NodeParams(**values)
