@@ -34,12 +34,16 @@ maps any training index i >= 0 to a seed outside that block. Static scenes and s
 separate random streams, so `SceneSequence(s)` does not show the objects of `generate_scene(s)`;
 the same seed split applies to both.
 
-Cost: about 6 ms for a 640 x 480 scene on one core (2 ms at 256 x 256, 3 ms at 384 x 384), so
-the training loop can generate scenes on the fly (numbers measured with cv2.setNumThreads(1)).
-Only numpy and OpenCV are used.
+Cost per static scene on one core (cv2.setNumThreads(1); measured on a busy shared 2-core VM, so
+upper bounds): about 2 ms at 64 x 64, 5 ms at 256 x 256, 10 ms at 384 x 384, 13 ms at 640 x 480
+and 30 ms at 1280 x 720. A SceneSequence frame costs 1-12 ms at 640 x 480 (objects are warped
+each frame, the rest is cached). Fresh memory pages are a large share of the cost: with glibc
+told to keep freed memory (MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=268435456 in
+the environment) 640 x 480 drops to about 10 ms. Only numpy and OpenCV are used.
 """
 import dataclasses
 import math
+import threading
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -258,7 +262,7 @@ def _distinct_colour(rng: np.random.Generator, avoid: Sequence[np.ndarray], min_
 
 def _polygon_area(pts: np.ndarray) -> float:
     x, y = pts[:, 0], pts[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return 0.5 * abs(float(np.dot(x[:-1], y[1:]) - np.dot(y[:-1], x[1:]) + x[-1] * y[0] - y[-1] * x[0]))
 
 
 def _unit_shape(rng: np.random.Generator, kind: str) -> np.ndarray:
@@ -480,12 +484,18 @@ def _add_clutter(rng: np.random.Generator, bg: np.ndarray, s: int, cfg: SceneCon
 # Objects with parts
 # ---------------------------------------------------------------------------------------------
 
+# Opacity scale. cv2.blendLinear divides by (alpha + beta + 1e-5); with weights summing to 1024
+# instead of 1 that epsilon vanishes in float32, so uncovered pixels keep their exact value.
+_ALPHA_ONE = 1024.0
+
+
 @dataclass
 class _Object:
     """One object drawn once in its own frame (a canvas around its centre) and warped per frame.
 
     rgb:    h x w x 3 float32 appearance (the texture extends beyond the object)
-    alpha:  h x w float32, 1 inside the object, 0 outside
+    alpha:  h x w float32, _ALPHA_ONE inside the object, 0 outside (anti-aliased edge);
+            beta = _ALPHA_ONE - alpha
     labels: h x w uint8, 0 outside, j + 1 where segment j is the innermost segment
     origin: object coordinates of canvas pixel (0, 0)
     member: (n + 1) x n bool, member[l, j]: label l lies inside segment j (row 0: outside)
@@ -493,6 +503,7 @@ class _Object:
     """
     rgb: np.ndarray
     alpha: np.ndarray
+    beta: np.ndarray
     labels: np.ndarray
     origin: np.ndarray
     level: np.ndarray
@@ -549,17 +560,29 @@ _SUBPART_KINDS = ("ellipse", "ellipse", "rectangle", "band", "blob")
 
 
 def _build_object(rng: np.random.Generator, area: float, s: int, pose: Tuple[float, float, float],
-                  reference: np.ndarray, others: List[np.ndarray], cfg: SceneConfig) -> Tuple[_Object, np.ndarray]:
+                  reference: np.ndarray, others: List[np.ndarray], cfg: SceneConfig,
+                  bake_pose: bool) -> Tuple[_Object, np.ndarray]:
     """An object of about `area` pixels with its parts, coloured against the background colour
-    `reference` and the earlier objects' colours `others`. Returns the object and its colour."""
+    `reference` and the earlier objects' colours `others`. Returns the object and its colour.
+
+    bake_pose (static scenes): draw the rotation and the sub-pixel part of the position into the
+    canvas, leaving a pose of (integer x, integer y, 0) that _render places by slicing, not warping.
+    """
     pts = _unit_shape(rng, OBJECT_SHAPES[rng.integers(len(OBJECT_SHAPES))])
     pts -= pts.mean(0)
     scale = math.sqrt(area / max(_polygon_area(pts), 1e-9))
     scale = min(scale, 0.6 * s / float(np.linalg.norm(pts, axis=1).max()))  # no object wider than the view
     pts *= scale
+    if bake_pose:
+        cx, cy, angle = pose
+        pts = _rotate(pts, angle) + (cx - round(cx), cy - round(cy))
+        pose = (float(round(cx)), float(round(cy)), 0.0)
     origin = np.floor(pts.min(0)) - 2.0
     w, h = (np.ceil(pts.max(0) - origin) + 3).astype(int)
-    body = _fill((h, w), pts - origin)
+    cover = np.zeros((h, w), np.uint8)  # anti-aliased coverage: soft edges in the image
+    cv2.fillPoly(cover, [np.round((pts - origin) * 16.0).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    alpha = cover.astype(np.float32) * np.float32(_ALPHA_ONE / 255.0)
+    body = cover >= 128  # the mask is the coverage thresholded at one half
     labels = body.astype(np.uint8)
     size = math.sqrt(max(1, np.count_nonzero(body)))
 
@@ -572,7 +595,9 @@ def _build_object(rng: np.random.Generator, area: float, s: int, pose: Tuple[flo
     rgb = _texture(rng, h, w, colour, size)
     level, parent = [LEVEL_OBJECT], [-1]
 
-    n_parts = int(rng.integers(1, cfg.max_parts + 1)) if (cfg.max_parts and rng.random() < cfg.part_prob) else 0
+    n_parts = 0
+    if cfg.max_parts and rng.random() < cfg.part_prob:
+        n_parts = int(rng.integers(1, cfg.max_parts + 1))
     for _ in range(n_parts):
         free = labels == 1  # parts never overlap each other
         for _attempt in range(3):
@@ -605,7 +630,9 @@ def _build_object(rng: np.random.Generator, area: float, s: int, pose: Tuple[flo
         while a >= 0:
             member[j + 1, a] = True
             a = parent_arr[a]
-    return _Object(rgb, body.astype(np.float32), labels, origin, np.array(level, np.int64), parent_arr, member, pose), colour
+    obj = _Object(rgb, alpha, _ALPHA_ONE - alpha, labels, origin, np.array(level, np.int64),
+                  parent_arr, member, pose)
+    return obj, colour
 
 
 def _paint(rng: np.random.Generator, rgb: np.ndarray, region: np.ndarray, colour: np.ndarray) -> None:
@@ -613,9 +640,7 @@ def _paint(rng: np.random.Generator, rgb: np.ndarray, region: np.ndarray, colour
     x0, y0, bw, bh = cv2.boundingRect(region.view(np.uint8))
     y1, x1 = y0 + bh, x0 + bw
     tex = _texture(rng, bh, bw, colour, math.sqrt(np.count_nonzero(region)))
-    crop = rgb[y0:y1, x0:x1]
-    m = region[y0:y1, x0:x1]
-    crop[m] = tex[m]
+    cv2.copyTo(tex, region[y0:y1, x0:x1].view(np.uint8), dst=rgb[y0:y1, x0:x1])
 
 
 def _build_objects(rng: np.random.Generator, background: np.ndarray, cfg: SceneConfig,
@@ -633,7 +658,8 @@ def _build_objects(rng: np.random.Generator, background: np.ndarray, cfg: SceneC
         cx, cy = rng.uniform(m, 1 - m) * w, rng.uniform(m, 1 - m) * h
         # A moving object crosses the whole background: contrast against its mean colour.
         ref = mean if moving else small[min(15, int(cy * 16 / h)), min(15, int(cx * 16 / w))]
-        obj, colour = _build_object(rng, area, s, (cx, cy, rng.uniform(0, 2 * np.pi)), ref, colours, cfg)
+        pose = (cx, cy, rng.uniform(0, 2 * np.pi))
+        obj, colour = _build_object(rng, area, s, pose, ref, colours, cfg, bake_pose=not moving)
         if moving:
             speed = rng.uniform(*cfg.speed_range) * s / 480.0
             heading = rng.uniform(0, 2 * np.pi)
@@ -650,6 +676,7 @@ def _build_objects(rng: np.random.Generator, background: np.ndarray, cfg: SceneC
 
 @dataclass
 class _Camera:
+    """Image-level effects of one scene (of a whole sequence: only the noise changes per frame)."""
     gain: Optional[np.ndarray]       # h x w x 3 float32: white balance x illumination x vignetting
     blur_sigma: float = 0.0
     motion_kernel: Optional[np.ndarray] = None
@@ -658,6 +685,8 @@ class _Camera:
 
 
 def _make_camera(rng: np.random.Generator, h: int, w: int, cfg: SceneConfig) -> _Camera:
+    """White balance, illumination slope, vignetting, at most one of Gaussian / motion blur,
+    sensor noise level and sometimes a JPEG quality."""
     if not cfg.effects:
         return _Camera(None)
     s = min(h, w)
@@ -668,7 +697,8 @@ def _make_camera(rng: np.random.Generator, h: int, w: int, cfg: SceneConfig) -> 
     a = rng.uniform(0, 2 * np.pi)
     slope = rng.uniform(0, 0.25) if rng.random() < 0.7 else 0.0
     vignette = rng.uniform(0, 0.4) if rng.random() < 0.6 else 0.0
-    light = 1 + np.float32(slope) * (y[:, None] * np.float32(math.sin(a)) + x[None, :] * np.float32(math.cos(a)))
+    ramp = y[:, None] * np.float32(math.sin(a)) + x[None, :] * np.float32(math.cos(a))
+    light = 1 + np.float32(slope) * ramp
     light *= 1 - np.float32(vignette) * (y[:, None] ** 2 + x[None, :] ** 2)
     cam = _Camera(cv2.resize(_tint(light, wb, np.zeros(3)), (w, h), interpolation=cv2.INTER_LINEAR))
     u = rng.random()
@@ -721,42 +751,87 @@ def _develop(img: np.ndarray, cam: _Camera, rng: np.random.Generator) -> np.ndar
 # Rendering
 # ---------------------------------------------------------------------------------------------
 
+class _Scratch:
+    """Full-image work buffers that a SceneSequence keeps between frames: warping into views of
+    them, instead of into fresh arrays, saves the cost of new memory pages on every frame."""
+
+    def __init__(self, h: int, w: int):
+        self.img = np.empty((h, w, 3), np.float32)
+        self.rgb = np.empty((h, w, 3), np.float32)
+        self.alpha = np.empty((h, w), np.float32)
+        self.beta = np.empty((h, w), np.float32)
+        self.labels = np.empty((h, w), np.uint8)
+
+
+def _place(obj: _Object, pose: Tuple[float, float, float], h: int, w: int,
+           scratch: Optional[_Scratch] = None):
+    """The object's canvas at `pose` in an h x w image: ((y0, y1, x0, x1), rgb, alpha, beta,
+    labels) over the visible box, or None when it is entirely outside. An unrotated object at an
+    integer position is cut out of the canvas (views, no copy); otherwise it is warped (into
+    views of `scratch` when given)."""
+    cx, cy, angle = pose
+    oh, ow = obj.labels.shape
+    if angle == 0.0 and cx == int(cx) and cy == int(cy):
+        X0, Y0 = int(cx + obj.origin[0]), int(cy + obj.origin[1])
+        x0, y0, x1, y1 = max(X0, 0), max(Y0, 0), min(X0 + ow, w), min(Y0 + oh, h)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        sl = (slice(y0 - Y0, y1 - Y0), slice(x0 - X0, x1 - X0))
+        return (y0, y1, x0, x1), obj.rgb[sl], obj.alpha[sl], obj.beta[sl], obj.labels[sl]
+    c, s = math.cos(angle), math.sin(angle)
+    rot = np.array([[c, -s], [s, c]])
+    corners = (np.array([[-0.5, -0.5], [ow, -0.5], [-0.5, oh], [ow, oh]]) + obj.origin) @ rot.T + (cx, cy)
+    x0, y0 = np.floor(corners.min(0)).astype(int)
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    # Canvas pixel p -> image pixel rot (p + origin) + centre, shifted into the box. The canvas
+    # has a margin of 2 transparent pixels, so the constant border never shows.
+    m = np.hstack([rot, (rot @ obj.origin + (cx - x0, cy - y0))[:, None]])
+    size = (x1 - x0, y1 - y0)
+    out = [None] * 4
+    if scratch is not None:
+        out = [b[y0:y1, x0:x1] for b in (scratch.rgb, scratch.alpha, scratch.beta, scratch.labels)]
+    rgb = cv2.warpAffine(obj.rgb, m, size, dst=out[0], flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT)
+    alpha = cv2.warpAffine(obj.alpha, m, size, dst=out[1], flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT)
+    beta = np.subtract(np.float32(_ALPHA_ONE), alpha, out=out[2])
+    labels = cv2.warpAffine(obj.labels, m, size, dst=out[3], flags=cv2.INTER_NEAREST,
+                            borderMode=cv2.BORDER_CONSTANT)
+    return (y0, y1, x0, x1), rgb, alpha, beta, labels
+
+
 def _render(seed: int, frame: int, background: np.ndarray, objects: List[_Object],
             poses: List[Tuple[float, float, float]], camera: _Camera, rng: np.random.Generator,
-            cfg: SceneConfig, own_background: bool = False) -> Scene:
+            cfg: SceneConfig, own_background: bool = False, scratch: Optional[_Scratch] = None) -> Scene:
     """Composite the objects in z-order over the background, derive the visible masks, develop.
 
-    own_background: the background may be drawn on (no copy).
+    own_background: the background may be drawn on (no copy); scratch: work buffers to reuse.
     """
     h, w = background.shape[:2]
-    img = background if own_background else background.copy()
+    if own_background:
+        img = background
+    elif scratch is not None:
+        img = scratch.img
+        np.copyto(img, background)
+    else:
+        img = background.copy()
     # Innermost visible segment of every pixel: 0 background, offsets[k] + j + 1 for segment j
     # of object k (SceneConfig.validate keeps the total below 256).
     seg = np.zeros((h, w), np.uint8)
     boxes, offsets, offset = [], [], 0
-    for obj, (cx, cy, angle) in zip(objects, poses):
+    for obj, pose in zip(objects, poses):
         offsets.append(offset)
         offset += obj.n
-        c, s = math.cos(angle), math.sin(angle)
-        rot = np.array([[c, -s], [s, c]])
-        oh, ow = obj.labels.shape
-        corners = (np.array([[-0.5, -0.5], [ow, -0.5], [-0.5, oh], [ow, oh]]) + obj.origin) @ rot.T + (cx, cy)
-        x0, y0 = np.floor(corners.min(0)).astype(int)
-        x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if x1 <= x0 or y1 <= y0:
+        placed = _place(obj, pose, h, w, scratch)
+        if placed is None:
             boxes.append(None)
             continue
-        # Canvas pixel p -> image pixel rot (p + origin) + centre, shifted into the crop.
-        m = np.hstack([rot, (rot @ obj.origin + (cx - x0, cy - y0))[:, None]])
-        size = (x1 - x0, y1 - y0)
-        # The canvas has a margin of 2 transparent pixels, so the constant border never shows.
-        rgb = cv2.warpAffine(obj.rgb, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        alpha = cv2.warpAffine(obj.alpha, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        labels = cv2.warpAffine(obj.labels, m, size, flags=cv2.INTER_NEAREST,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        (y0, y1, x0, x1), rgb, alpha, beta, labels = placed
         crop = img[y0:y1, x0:x1]
-        cv2.blendLinear(rgb, crop, alpha, 1.0 - alpha, dst=crop)
+        cv2.blendLinear(rgb, crop, alpha, beta, dst=crop)
         to_global = np.arange(256, dtype=np.uint8)
         to_global[1:] += np.uint8(offsets[-1])
         seg_crop = seg[y0:y1, x0:x1]
@@ -859,6 +934,18 @@ class SceneSequence:
         self._background.flags.writeable = False
         self._objects = _build_objects(rng, self._background, self.config, moving=True)
         self._camera = _make_camera(rng, self.height, self.width, self.config)
+        self._scratch = _Scratch(self.height, self.width)
+        self._lock = threading.Lock()  # the scratch buffers serve one frame at a time
+
+    def __getstate__(self) -> dict:  # picklable (e.g. for DataLoader workers): no lock, no buffers
+        state = dict(self.__dict__)
+        del state["_lock"], state["_scratch"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._scratch = _Scratch(self.height, self.width)
+        self._lock = threading.Lock()
 
     @property
     def num_objects(self) -> int:
@@ -881,7 +968,8 @@ class SceneSequence:
         if t < 0:
             raise ValueError(f"frame index must be >= 0, got {t}")
         rng = np.random.default_rng([self.seed, _SEQUENCE_STREAM, t])
-        return _render(self.seed, t, self._background, self._objects, self.poses(t),
-                       self._camera, rng, self.config)
+        with self._lock:
+            return _render(self.seed, t, self._background, self._objects, self.poses(t),
+                           self._camera, rng, self.config, scratch=self._scratch)
 
     __getitem__ = frame
