@@ -16,11 +16,11 @@ def test_stability_score_hand_made():
     logits = torch.tensor([
         [[3.0, 0.5], [-0.5, -3.0]],     # > +1: 1 pixel, > -1: 3 pixels -> 1/3
         [[2.0, 2.0], [2.0, 2.0]],       # all confident -> 1
-        [[-5.0, -5.0], [-5.0, -5.0]],   # empty at both thresholds -> 1 by convention
+        [[-5.0, -5.0], [-5.0, -5.0]],   # empty at both thresholds -> 0 (an empty mask fails any filter, as in SAM)
         [[0.9, 0.9], [-0.9, -0.9]],     # nothing above +1, 4 above -1 -> 0
         [[1.0, 1.5], [-1.0, -2.0]],     # strict >: 1.0 not above +1, -1.0 not above -1 -> 1/2
     ])
-    expected = torch.tensor([1 / 3, 1.0, 1.0, 0.0, 0.5])
+    expected = torch.tensor([1 / 3, 1.0, 0.0, 0.0, 0.5])
     torch.testing.assert_close(mu.stability_score(logits, 0.0, 1.0), expected)
     # Threshold and offset shift the cut points.
     torch.testing.assert_close(mu.stability_score(logits[:1], 1.0, 0.5), torch.tensor([1 / 1]))  # >1.5 / >0.5

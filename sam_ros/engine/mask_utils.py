@@ -9,11 +9,12 @@ import torch
 def stability_score(logits: torch.Tensor, mask_threshold: float = 0.0, offset: float = 1.0) -> torch.Tensor:
     """IoU of the masks thresholded at mask_threshold + offset and at mask_threshold - offset.
 
-    logits: ... x H x W -> ... (1.0 where both masks are empty).
+    logits: ... x H x W -> ... . An empty mask scores 0, so that it fails any stability filter
+    (SAM's 0 / 0 is NaN, which fails every comparison).
     """
     inter = (logits > mask_threshold + offset).sum((-1, -2), dtype=torch.int64)
     union = (logits > mask_threshold - offset).sum((-1, -2), dtype=torch.int64)
-    return torch.where(union > 0, inter.float() / union.clamp(min=1).float(), torch.ones_like(inter, dtype=torch.float32))
+    return inter.float() / union.clamp(min=1).float()
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ mask decoder on one embedding for a batch of prompts. The numpy API (``encode``/
 """
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ class ImageEmbedding:
     features: torch.Tensor           # 1 x C x h x w, in the decoder's dtype and device
     original_size: Tuple[int, int]   # (H, W) of the image given to encode
     input_size: Tuple[int, int]      # (h, w) after resizing, before padding
+    ready: Optional[Any] = None      # CUDA event recorded when the features are computed
 
 
 class MaskPrediction(NamedTuple):
@@ -59,6 +60,9 @@ class TorchMaskPrediction(NamedTuple):
 
 class SamPredictor:
     """Runs a :class:`Sam` model on images and prompts.
+
+    The predictor takes the model over: it moves it to `device` and casts its parts to the
+    requested dtypes (build or load one model per predictor when mixing precisions).
 
     Args:
         model: the SAM model (any encoder family).
@@ -93,6 +97,7 @@ class SamPredictor:
             self._dense_pe = self.model.prompt_encoder.get_dense_pe().to(self.decoder_dtype)
         self.stability_offset = stability_offset
         self._embedding: Optional[ImageEmbedding] = None
+        self._encoder_stream = None
 
     # ---- geometry -------------------------------------------------------------------------
     @property
@@ -113,19 +118,42 @@ class SamPredictor:
             raise InputError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         if image_format == "BGR":
             image = image[..., ::-1]
+        if self.device.type == "cuda":
+            # The frame goes to the GPU once, as uint8 through pinned memory without blocking,
+            # and is resized / normalised / padded there.
+            with self._encoder_stream_ctx():
+                frame = torch.from_numpy(np.ascontiguousarray(image)).pin_memory().to(self.device, non_blocking=True)
+                tensor = transforms.resize_longest_side_torch(frame, self.img_size)
+            return self.encode_torch(tensor, image.shape[:2])
         resized = transforms.resize_longest_side(image, self.img_size)
         tensor = transforms.image_to_tensor(resized, self.device)
         return self.encode_torch(tensor, image.shape[:2])
+
+    def _encoder_stream_ctx(self):
+        """On CUDA the encoder runs on its own stream, so encoding the next frame can overlap with
+        decoding prompts on the current one (decode waits on the embedding's ready event)."""
+        if self.device.type != "cuda":
+            import contextlib
+
+            return contextlib.nullcontext()
+        if self._encoder_stream is None:
+            self._encoder_stream = torch.cuda.Stream(self.device)
+        return torch.cuda.stream(self._encoder_stream)
 
     @torch.inference_mode()
     def encode_torch(self, image: torch.Tensor, original_size: Tuple[int, int]) -> ImageEmbedding:
         """1 x 3 x h x w RGB (0-255, longest side = img_size) -> embedding."""
         if image.ndim != 4 or image.shape[:2] != (1, 3) or max(image.shape[2:]) != self.img_size:
             raise InputError(f"expected 1 x 3 x h x w with longest side {self.img_size}, got {tuple(image.shape)}")
-        x = self.model.preprocess(image.to(self.device)).to(self.encoder_dtype)
-        features = self._image_encoder(x).to(self.decoder_dtype)
+        with self._encoder_stream_ctx():
+            x = self.model.preprocess(image.to(self.device)).to(self.encoder_dtype)
+            features = self._image_encoder(x).to(self.decoder_dtype)
+            ready = None
+            if self.device.type == "cuda":
+                ready = torch.cuda.Event()
+                ready.record()
         return ImageEmbedding(features, (int(original_size[0]), int(original_size[1])),
-                              (int(image.shape[2]), int(image.shape[3])))
+                              (int(image.shape[2]), int(image.shape[3])), ready)
 
     # ---- decoding (torch) -----------------------------------------------------------------
     @torch.inference_mode()
@@ -147,24 +175,15 @@ class SamPredictor:
         With full_resolution=False only the low-res logits are produced (masks is empty and
         stability is computed on the low-res logits).
         """
-        points = None
-        if point_coords is not None:
-            if point_labels is None:
-                raise InputError("point_labels are required with point_coords")
-            points = (point_coords.to(self.device), point_labels.to(self.device))
-        if boxes is not None:
-            boxes = boxes.to(self.device)
-        if mask_input is not None:
-            mask_input = mask_input.to(self.device, self.decoder_dtype)
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        low_res, iou = self.model.mask_decoder(
-            image_embeddings=embedding.features,
-            image_pe=self._dense_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
-        low_res, iou = low_res.float(), iou.float()
+        if point_coords is not None and point_labels is None:
+            raise InputError("point_labels are required with point_coords")
+        if embedding.ready is not None:
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(embedding.ready)
+            embedding.features.record_stream(stream)
+        low_res, iou = self._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input)
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        low_res, iou = low_res[:, sl].float(), iou[:, sl].float()
         threshold = self.model.mask_threshold
         if not full_resolution:
             stab = stability_score(low_res, threshold, self.stability_offset)
@@ -173,6 +192,19 @@ class SamPredictor:
         stab = stability_score(logits, threshold, self.stability_offset)
         masks = logits if return_logits else logits > threshold
         return TorchMaskPrediction(masks, iou, low_res, stab)
+
+    def _decode_low_res(self, embedding: ImageEmbedding, point_coords, point_labels, boxes, mask_input):
+        """Prompt encoder + mask decoder: all 4 mask tokens' low-res logits (B x 4 x L x L) and
+        IoU predictions (B x 4). Backends override this."""
+        points = None
+        if point_coords is not None:
+            points = (point_coords.to(self.device), point_labels.to(self.device))
+        if boxes is not None:
+            boxes = boxes.to(self.device)
+        if mask_input is not None:
+            mask_input = mask_input.to(self.device, self.decoder_dtype)
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        return self.model.mask_decoder.predict_masks(embedding.features, self._dense_pe, sparse, dense)
 
     # ---- decoding (numpy) -----------------------------------------------------------------
     def decode(
@@ -208,6 +240,8 @@ class SamPredictor:
             b = coords.shape[0]
         if box is not None:
             boxes = np.asarray(box, dtype=np.float64)
+            if boxes.ndim not in (1, 2) or boxes.shape[-1] != 4:
+                raise InputError(f"box must be (x0, y0, x1, y1) or B x 4, got shape {boxes.shape}")
             batched |= boxes.ndim == 2
             boxes = validate_boxes(boxes.reshape(-1, 4) if boxes.ndim == 1 else boxes, size)
             if b is not None and boxes.shape[0] != b:
@@ -228,15 +262,18 @@ class SamPredictor:
         pred = MaskPrediction(*(t.cpu().numpy() for t in out))
         return pred if batched else MaskPrediction(*(a[0] for a in pred))
 
-    def predict_prompts(self, embedding: ImageEmbedding, prompts: Sequence[Prompt]) -> List[MaskPrediction]:
+    def predict_prompts(self, embedding: ImageEmbedding, prompts: Sequence[Prompt],
+                        max_batch: int = 64) -> List[MaskPrediction]:
         """Decode many objects' prompts on one embedding: prompts of the same shape (number of
-        points, box or not, mask or not, multimask or not) decode together in one batch.
+        points, box or not, mask or not, multimask or not) decode together in batches of at most
+        `max_batch` (full-resolution logits of thousands of objects would not fit in memory).
         Returns one unbatched MaskPrediction per prompt, in order."""
         groups: "OrderedDict[tuple, List[int]]" = OrderedDict()
         for i, p in enumerate(prompts):
             groups.setdefault(p.signature, []).append(i)
+        chunks = [(sig, idx[k : k + max_batch]) for sig, idx in groups.items() for k in range(0, len(idx), max_batch)]
         results: List[Optional[MaskPrediction]] = [None] * len(prompts)
-        for (n_points, has_box, has_mask, multimask), idx in groups.items():
+        for (n_points, has_box, has_mask, multimask), idx in chunks:
             group = [prompts[i] for i in idx]
             pred = self.decode(
                 embedding,

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 def get_preprocess_shape(old_h: int, old_w: int, long_side: int) -> Tuple[int, int]:
     """Size (h, w) of an old_h x old_w image resized so that its longest side is long_side."""
     scale = long_side * 1.0 / max(old_h, old_w)
-    return int(old_h * scale + 0.5), int(old_w * scale + 0.5)
+    # At least one pixel: an extreme aspect ratio (e.g. a 1 x 3000 line scan) would round to 0.
+    return max(1, int(old_h * scale + 0.5)), max(1, int(old_w * scale + 0.5))
 
 
 def resize_image(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -29,6 +30,16 @@ def resize_image(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:
     return resize_image(image, get_preprocess_shape(image.shape[0], image.shape[1], long_side))
+
+
+def resize_longest_side_torch(image: torch.Tensor, long_side: int) -> torch.Tensor:
+    """H x W x 3 uint8 tensor (any device) -> 1 x 3 x h x w float32 with the longest side long_side
+    (bilinear with antialiasing, on the tensor's device)."""
+    x = image.permute(2, 0, 1).unsqueeze(0).float()
+    size = get_preprocess_shape(image.shape[0], image.shape[1], long_side)
+    if tuple(size) == tuple(image.shape[:2]):
+        return x
+    return F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 255)
 
 
 def image_to_tensor(image: np.ndarray, device: torch.device = torch.device("cpu")) -> torch.Tensor:

@@ -61,7 +61,9 @@ class SamConfig:
 
     @property
     def embedding_size(self) -> int:
-        return self.img_size // 16
+        """Side of the image embedding grid (ViT: one cell per patch; TinyViT: img_size / 16)."""
+        patch = self.encoder.patch_size if isinstance(self.encoder, ViTConfig) else 16
+        return self.img_size // patch
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)

@@ -6,7 +6,9 @@ Reads the official checkpoints unchanged (``sam_vit_b_01ec64.pth``, ``sam_vit_l_
 carry their config in the metadata) and training checkpoints. Loading never unpickles code
 (``weights_only=True``) and is strict; every failure names the file and what is wrong.
 """
+import dataclasses
 import os
+import re
 from typing import Dict, Optional, Tuple, Union
 
 import torch
@@ -48,10 +50,7 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Tuple[StateDict, Optional[
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CheckpointError(
-                f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                "(is the file complete and a PyTorch weights file?)"
-            ) from e
+            raise CheckpointError(_describe_load_error(path, e)) from e
         if isinstance(obj, dict) and isinstance(obj.get("config"), str):
             config = SamConfig.from_json(obj["config"])
         # Training checkpoints and some re-saved files nest the weights.
@@ -67,6 +66,19 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Tuple[StateDict, Optional[
             f"{path} is not a SAM checkpoint: no key starts with {', '.join(PREFIXES)} (keys look like: {sample})"
         )
     return obj, config
+
+
+def _describe_load_error(path: str, e: Exception) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    if "Weights only load failed" in text and "Unsupported global" in text:
+        # weights_only refused: the file pickles Python objects (code), not just tensors.
+        detail = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "")
+        return (f"cannot read checkpoint {path}: it contains Python objects besides tensors, which are not "
+                f"loaded for safety (weights_only=True): {detail}")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if "Unsupported" in ln), lines[0] if lines else type(e).__name__)
+    return (f"cannot read checkpoint {path}: not a PyTorch weights file, or truncated/corrupt "
+            f"({type(e).__name__}: {detail[:200]})")
 
 
 def infer_config(state_dict: StateDict) -> SamConfig:
@@ -102,15 +114,26 @@ def infer_config(state_dict: StateDict) -> SamConfig:
                 bias = sd[f"image_encoder.layers.{i}.blocks.0.attn.attention_biases"]
                 heads.append(bias.shape[0])
                 windows.append(int(round(bias.shape[1] ** 0.5)))
-            heads[0] = heads[1]  # stage 0 is convolutional; the value is unused
-            windows[0] = windows[1]
             head = sd.get("image_encoder.head.weight")
             encoder = TinyViTConfig(tuple(dims), tuple(depths), tuple(heads), tuple(windows),
                                     num_classes=head.shape[0] if head is not None else 0)
-            return SamConfig(encoder, img_size=1024, **decoder)
+            config = SamConfig(encoder, img_size=1024, **decoder)
+            # Stage 0 is convolutional: its heads/window are not in the weights. A registry
+            # entry equal in everything else is the same architecture.
+            for named in MODEL_CONFIGS.values():
+                if isinstance(named.encoder, TinyViTConfig) and _same_tiny_vit(named, config):
+                    return named
+            return config
     except KeyError as e:
         raise CheckpointError(f"cannot work out the model architecture: missing {e.args[0]}") from None
     raise CheckpointError("cannot work out the model architecture: unknown image encoder (neither ViT nor TinyViT keys)")
+
+
+def _same_tiny_vit(a: SamConfig, b: SamConfig) -> bool:
+    ea, eb = a.encoder, b.encoder
+    return (dataclasses.replace(a, encoder=None) == dataclasses.replace(b, encoder=None)
+            and ea.embed_dims == eb.embed_dims and ea.depths == eb.depths and ea.num_classes == eb.num_classes
+            and ea.num_heads[1:] == eb.num_heads[1:] and ea.window_sizes[1:] == eb.window_sizes[1:])
 
 
 def config_name(config: SamConfig) -> Optional[str]:
@@ -153,22 +176,33 @@ def load_model(path: Union[str, os.PathLike], variant: Optional[str] = None) -> 
         config = get_config(variant)
         source = f"checkpoint {os.fspath(path)} (variant {variant})"
     else:
-        config = stored or infer_config(state_dict)
         source = f"checkpoint {os.fspath(path)}"
+        try:
+            config = stored or infer_config(state_dict)
+        except CheckpointError as e:
+            raise CheckpointError(f"{source}: {e}") from None
     model = build_sam(config)
     check_compatible(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
 
-def save_safetensors(model: Sam, path: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None) -> None:
-    """Write the weights (with their config) as safetensors."""
+def save_safetensors(model: Sam, path: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None,
+                     dtype: Optional[torch.dtype] = None) -> None:
+    """Write the weights (with their config) as safetensors; `dtype` (e.g. torch.float16) stores
+    floating-point tensors in that precision (they load back into the model's own dtype)."""
     from safetensors.torch import save_file
 
     meta = dict(metadata or {})
     meta[CONFIG_METADATA_KEY] = model.config.to_json()
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        tensors[k] = v.contiguous()
     save_file(tensors, os.fspath(path), metadata=meta)
+    os.chmod(path, 0o644)
 
 
 def _count(sd: StateDict, prefix: str) -> int:

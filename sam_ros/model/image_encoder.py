@@ -192,8 +192,8 @@ class Attention(nn.Module):
         rel_h, rel_w = decomposed_rel_pos(q.reshape(n * heads, gh, gw, dim), self.rel_pos_h, self.rel_pos_w)
         rel_h = rel_h.view(n, heads, gh, gw, gh, 1)
         rel_w = rel_w.view(n, heads, gh, gw, 1, gw)
-        if q.device.type != "cpu":
-            # GPU kernels take the whole additive bias at once.
+        if q.device.type != "cpu" or torch.onnx.is_in_onnx_export():
+            # GPU kernels (and exported graphs) take the whole additive bias at once.
             bias = (rel_h + rel_w).reshape(n, heads, tokens, tokens)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         # CPU: process a few query rows at a time so the bias chunk stays in cache (global
