@@ -31,6 +31,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch-images", type=int, default=defaults.batch_images)
     p.add_argument("--prompts-per-image", type=int, default=defaults.prompts_per_image)
     p.add_argument("--max-extra-clicks", type=int, default=defaults.max_extra_clicks)
+    p.add_argument("--points-only-steps", type=int, default=defaults.points_only_steps,
+                   help="curriculum: single clicks only for this many steps")
+    p.add_argument("--ramp-steps", type=int, default=defaults.ramp_steps, help="then boxes ramp in over this many")
+    p.add_argument("--small-size", type=int, default=defaults.small_size,
+                   help="progressive resizing: train at this input size first (TinyViT models)")
+    p.add_argument("--small-steps", type=int, default=defaults.small_steps, help="... for this many steps")
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--warmup", type=int, default=defaults.warmup)
     p.add_argument("--freeze-encoder", action="store_true", help="train the prompt encoder and mask decoder only")
@@ -48,7 +54,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     cfg = TrainConfig(out_dir=a.out, model=a.model, init=a.init, dataset=a.dataset, image_root=a.image_root,
                       steps=a.steps, batch_images=a.batch_images, prompts_per_image=a.prompts_per_image,
-                      max_extra_clicks=a.max_extra_clicks, lr=a.lr, warmup=a.warmup,
+                      max_extra_clicks=a.max_extra_clicks, points_only_steps=a.points_only_steps,
+                      ramp_steps=a.ramp_steps, small_size=a.small_size, small_steps=a.small_steps, lr=a.lr, warmup=a.warmup,
                       freeze_encoder=a.freeze_encoder, bf16=not a.no_bf16, checkpoint_every=a.checkpoint_every,
                       eval_every=a.eval_every, eval_scenes=a.eval_scenes, seed=a.seed, device=a.device)
     trainer = Trainer(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))

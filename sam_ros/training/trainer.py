@@ -3,8 +3,9 @@
 One step: encode a batch of images once; per image, simulate an interactive session for several
 target masks at a time (batched through the decoder): a first click (multimask output) or a
 noisy box (single output), then up to `max_extra_clicks` corrective clicks sampled from the error
-region, each with the previous low-res logits as the mask prompt. The first and the last
-iteration are back-propagated (intermediate ones only produce the next prompt), with focal+dice
+region, each with the previous low-res logits as the mask prompt. One iteration per session (the
+first or the last, alternately) is back-propagated, the others only produce the next prompt: on
+a CPU the decoder's backward pass is the cost that bounds how many sessions we see. Focal+dice
 through the lowest-loss mask and the IoU head trained with MSE.
 
 Resumable: `out_dir/checkpoint.pt` holds model, optimiser, step and config; data and prompts
@@ -46,10 +47,20 @@ class TrainConfig:
     prompts_per_image: int = 8
     max_extra_clicks: int = 4
     box_prob: float = 0.5
-    lr: float = 6e-4
+    # Curriculum: single clicks only for the first `points_only_steps` (a model trained from
+    # scratch learns to localise a click much sooner without boxes and corrective clicks mixed
+    # in), then boxes ramp in to box_prob over `ramp_steps` and corrective clicks are enabled.
+    points_only_steps: int = 400
+    ramp_steps: int = 400
+    # Progressive resizing: the first `small_steps` steps run at `small_size` px input (same
+    # weights, a smaller embedding grid; 3-4x cheaper steps), the rest at the model's size.
+    # TinyViT encoders only (SAM's ViT has an absolute position table per grid size).
+    small_size: int = 0
+    small_steps: int = 0
+    lr: float = 5e-4
     min_lr_frac: float = 0.05
     weight_decay: float = 0.05
-    warmup: int = 150
+    warmup: int = 100
     grad_clip: float = 1.0
     freeze_encoder: bool = False
     bf16: bool = True                    # bfloat16 autocast (fast matrix units on recent CPUs/GPUs)
@@ -107,6 +118,10 @@ class Trainer:
         else:
             self.data = ProceduralDataset(self.img_size)
             self.holdout = None
+        self.small: Optional[Sam] = None
+        if cfg.small_size and cfg.small_steps:
+            self.small = _resized_view(self.model, cfg.small_size).to(self.device)
+            self.small_data = self.data if cfg.dataset else ProceduralDataset(cfg.small_size)
         self.step = 0
         self.history: List[Dict[str, float]] = []
         if os.path.exists(self.ckpt_path):
@@ -130,15 +145,22 @@ class Trainer:
         os.replace(tmp, self.ckpt_path)
 
     def export(self, path: str, metadata: Optional[Dict[str, str]] = None) -> None:
-        save_safetensors(self.model, path, metadata)
+        """The trained weights as safetensors, stored in float16 (half the size; the model loads
+        them back into float32)."""
+        save_safetensors(self.model, path, metadata, dtype=torch.float16)
 
     # ---- one step -----------------------------------------------------------------------------
-    def _batch(self, step: int, rng: np.random.Generator):
+    def _net(self, step: int) -> Sam:
+        """The model trained at this step (a smaller-input view of the same weights early on)."""
+        return self.small if self.small is not None and step < self.cfg.small_steps else self.model
+
+    def _batch(self, step: int, rng: np.random.Generator, net: Sam):
         images, valids, targets = [], [], []
-        s = self.img_size
+        s = net.img_size
+        data = self.small_data if net is self.small else self.data
         for b in range(self.cfg.batch_images):
-            index = (self.cfg.seed * 1_000_003 + step * self.cfg.batch_images + b) % len(self.data)
-            sample = self.data.sample(index)
+            index = (self.cfg.seed * 1_000_003 + step * self.cfg.batch_images + b) % len(data)
+            sample = data.sample(index)
             image, masks = _to_model_frame(sample, s)
             if len(masks) == 0:
                 continue
@@ -152,76 +174,102 @@ class Trainer:
             valids.append(valid)
             targets.append(masks[chosen])
         x = torch.stack(images).to(self.device)
-        x = (x - self.model.pixel_mean) / self.model.pixel_std
+        x = (x - net.pixel_mean) / net.pixel_std
         # Padding must be zero after normalisation, as at inference.
         x = x * torch.stack(valids).to(self.device)[:, None]
         return x, valids, targets
 
-    def _decode(self, features, points, labels, boxes, mask_input, multimask: bool):
-        pe = self.model.prompt_encoder
+    def _curriculum(self, step: int):
+        cfg = self.cfg
+        if step < cfg.points_only_steps:
+            return 0.0, 0
+        ramp = min(1.0, (step - cfg.points_only_steps + 1) / max(1, cfg.ramp_steps))
+        return cfg.box_prob * ramp, cfg.max_extra_clicks
+
+    @staticmethod
+    def _decode(net: Sam, features, points, labels, boxes, mask_input, multimask: bool):
+        pe = net.prompt_encoder
         sparse, dense = pe(points=(points, labels) if points is not None else None, boxes=boxes, masks=mask_input)
-        low, iou = self.model.mask_decoder(features, pe.get_dense_pe(), sparse, dense, multimask)
+        low, iou = net.mask_decoder(features, pe.get_dense_pe(), sparse, dense, multimask)
         return low, iou
 
     def train_step(self) -> Dict[str, float]:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, self.step])
-        self.model.train()
-        x, valids, targets = self._batch(self.step, rng)
-        s = self.img_size
+        net = self._net(self.step)
+        net.train()
+        x, valids, targets = self._batch(self.step, rng, net)
+        s = net.img_size
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-        with autocast:
-            features = self.model.image_encoder(x)
+        if cfg.freeze_encoder:
+            # Decoder-only fine-tuning: the encoder is a fixed feature extractor (eval-mode
+            # BatchNorm statistics, no graph kept).
+            net.image_encoder.eval()
+            with torch.no_grad(), autocast:
+                features = net.image_encoder(x)
+        else:
+            with autocast:
+                features = net.image_encoder(x)
         total = torch.zeros((), device=self.device)
         stats = {"mask_loss": 0.0, "iou_loss": 0.0, "iou": 0.0}
         n_terms = 0
+        r = 2 * net.prompt_encoder.mask_input_size[0]  # losses at twice the low-res size: cheap, sharp enough
         for b, gt_np in enumerate(targets):
             k = len(gt_np)
             gt = torch.from_numpy(gt_np).float().to(self.device)
             gt_full = F.pad(gt, (0, s - gt.shape[-1], 0, s - gt.shape[-2]))
-            valid = valids[b].to(self.device)[None].expand(k, -1, -1)
+            gt_loss = F.interpolate(gt_full[:, None], (r, r), mode="area")[:, 0]
+            valid = F.interpolate(valids[b].to(self.device)[None, None], (r, r), mode="area")[0].expand(k, -1, -1)
             feat = features[b : b + 1]
-            use_box = rng.random() < cfg.box_prob
+            box_prob, max_extra = self._curriculum(self.step)
+            use_box = rng.random() < box_prob
             if use_box:
-                boxes = torch.tensor(np.stack([noisy_box(m, rng) for m in gt_np]), dtype=torch.float32)
+                boxes = torch.tensor(np.stack([noisy_box(m, rng) for m in gt_np]), dtype=torch.float32,
+                                     device=self.device)
                 points = labels = None
             else:
                 boxes = None
-                points = torch.tensor(np.stack([random_point_in(m, rng) for m in gt_np])[:, None] + 0.0,
-                                      dtype=torch.float32)
-                labels = torch.ones(k, 1, dtype=torch.int64)
-            extra = int(rng.integers(0, cfg.max_extra_clicks + 1))
+                points = torch.tensor(np.stack([random_point_in(m, rng) for m in gt_np])[:, None],
+                                      dtype=torch.float32, device=self.device)
+                labels = torch.ones(k, 1, dtype=torch.int64, device=self.device)
+            extra = int(rng.integers(0, max_extra + 1))
+            # One iteration per session is back-propagated (the first or the last, alternately):
+            # the decoder's backward pass dominates a CPU step, and the others only make prompts.
+            grad_it = 0 if extra == 0 or rng.random() < 0.5 else extra
             mask_input = None
             for it in range(1 + extra):
-                grad = it == 0 or it == extra
+                grad = it == grad_it
                 multimask = it == 0 and not use_box
                 with torch.set_grad_enabled(grad), autocast:
-                    low, iou_pred = self._decode(feat, points, labels, boxes, mask_input, multimask)
-                logits = F.interpolate(low.float(), (s, s), mode="bilinear", align_corners=False)
+                    low, iou_pred = self._decode(net, feat, points, labels, boxes, mask_input, multimask)
+                low, iou_pred = low.float(), iou_pred.float()
                 if grad:
-                    loss, mloss, iloss, best = sam_loss(logits, iou_pred.float(), gt_full, valid)
+                    logits = F.interpolate(low, (r, r), mode="bilinear", align_corners=False)
+                    loss, mloss, iloss, _ = sam_loss(logits, iou_pred, gt_loss, valid)
                     total = total + loss
                     n_terms += 1
-                    stats["mask_loss"] += float(mloss)
-                    stats["iou_loss"] += float(iloss)
+                    stats["mask_loss"] += float(mloss.detach())
+                    stats["iou_loss"] += float(iloss.detach())
                 with torch.no_grad():
+                    # The mask the model ranks first is fed back and drives the next click (SAM).
                     pick = iou_pred.argmax(1)
-                    chosen = logits[torch.arange(k), pick]
-                    pred = (chosen > 0).cpu().numpy()
+                    chosen_low = low[torch.arange(k), pick][:, None].detach()
+                    chosen = F.interpolate(chosen_low, (s, s), mode="bilinear", align_corners=False)[:, 0] > 0
                     if it == 0:
-                        inter = ((chosen > 0) & (gt_full > 0)).sum((-1, -2)).float()
-                        union = ((chosen > 0) | (gt_full > 0)).sum((-1, -2)).float().clamp(min=1)
+                        inter = (chosen & (gt_full > 0)).sum((-1, -2)).float()
+                        union = (chosen | (gt_full > 0)).sum((-1, -2)).float().clamp(min=1)
                         stats["iou"] += float((inter / union).mean())
                 if it == extra:
                     break
-                # Next iteration: a corrective click from the error region, previous logits as mask prompt.
+                # Next iteration: a click from the error region, previous logits as the mask prompt.
                 h, w = gt_np.shape[-2:]
-                new = [random_error_click(pred[i, :h, :w], gt_np[i], rng) for i in range(k)]
-                pts = torch.tensor(np.stack([p for p, _ in new])[:, None], dtype=torch.float32)
-                labs = torch.tensor([[lab] for _, lab in new], dtype=torch.int64)
+                pred = chosen[:, :h, :w].cpu().numpy()
+                new = [random_error_click(pred[i], gt_np[i], rng) for i in range(k)]
+                pts = torch.tensor(np.stack([p for p, _ in new])[:, None], dtype=torch.float32, device=self.device)
+                labs = torch.tensor([[lab] for _, lab in new], dtype=torch.int64, device=self.device)
                 points = pts if points is None else torch.cat([points, pts], dim=1)
                 labels = labs if labels is None else torch.cat([labels, labs], dim=1)
-                mask_input = low[torch.arange(k), pick][:, None].detach().float()
+                mask_input = chosen_low
         loss = total / max(1, n_terms)
         lr = _lr_at(cfg, self.step)
         for g in self.opt.param_groups:
@@ -232,7 +280,7 @@ class Trainer:
         self.opt.step()
         self.step += 1
         nb = max(1, len(targets))
-        return {"loss": float(loss), "mask_loss": stats["mask_loss"] / max(1, n_terms),
+        return {"loss": float(loss.detach()), "mask_loss": stats["mask_loss"] / max(1, n_terms),
                 "iou_loss": stats["iou_loss"] / max(1, n_terms), "train_iou": stats["iou"] / nb, "lr": lr}
 
     # ---- validation ---------------------------------------------------------------------------
@@ -242,8 +290,9 @@ class Trainer:
         n = n or self.cfg.eval_scenes
         try:
             if self.holdout is None:
-                # A fixed slice of the held-out evaluation seeds, at camera resolution.
-                return evaluate(predictor, scene_gen.EVAL_SEEDS[:n], max_clicks=3)
+                # Validation seeds (reserved, disjoint from training and from EVAL_SEEDS), at
+                # camera resolution.
+                return evaluate(predictor, scene_gen.VAL_SEEDS[:n], max_clicks=3)
             ious = []
             for i in range(min(n, len(self.holdout))):
                 sample = self.holdout.sample(i)
@@ -281,3 +330,26 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
         return last
+
+
+def _resized_view(model: Sam, img_size: int) -> Sam:
+    """A model for another input size that shares every parameter and buffer tensor with `model`
+    (training one trains the other). TinyViT encoders only."""
+    from dataclasses import replace
+
+    from ..model.build import TinyViTConfig
+
+    if not isinstance(model.config.encoder, TinyViTConfig):
+        raise ValueError("progressive resizing needs a TinyViT encoder (ViT has a position table per grid size)")
+    small = build_sam(replace(model.config, img_size=img_size))
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    for mod_name, module in small.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        for name, _ in list(module.named_parameters(recurse=False)):
+            setattr(module, name, params[prefix + name])
+        for name, buf in list(module.named_buffers(recurse=False)):
+            other = buffers.get(prefix + name)
+            if other is not None and other.shape == buf.shape:
+                module._buffers[name] = other
+    return small
