@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Generic, List, Optional, Tuple, TypeVar
 
+import cv2
 import numpy as np
 
 from .predictor import ImageEmbedding, MaskPrediction
@@ -117,11 +118,11 @@ class TargetTracker:
     """Active targets, each re-segmented on every new frame, all in one decoder batch.
 
     How a target follows its object (first version): the prompt for a new frame is derived from
-    the target's previous mask: box targets use the previous mask's box (plus a margin), point
-    targets a foreground click at the previous mask's centre plus the original background
-    clicks; both feed the previous low-res logits as the mask prompt. When the previous mask is
-    empty the original prompt is re-applied. After a resolution change, coordinates are rescaled
-    and the mask prompt is dropped.
+    the target's previous mask: box targets use a box following the previous mask's main region
+    (size changes limited per frame), point targets a foreground click at the previous mask's
+    centre plus the original background clicks, with the previous low-res logits as the mask
+    prompt. When the previous mask is empty the original prompt is re-applied. After a resolution
+    change, coordinates are rescaled and the mask prompt is dropped.
     """
 
     def __init__(self, box_margin: float = 0.1, max_targets: int = 64) -> None:
@@ -173,6 +174,20 @@ class TargetTracker:
         target.image_size = image_size
         target.frames += 1
 
+    def _follow_box(self, t: Target, size: Tuple[int, int]) -> np.ndarray:
+        """The box for the next frame: centred on the previous mask's main region (its largest
+        connected component, so stray blobs do not pull it), sized like that region plus a margin
+        but changing by at most 10% per frame, so one bad mask cannot blow it up."""
+        prev = t.extra.get("box", t.prompt.box)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(t.last_mask.astype(np.uint8), connectivity=8)
+        main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) if n > 1 else 0
+        x0, y0, w, h = (int(v) for v in stats[main, :4])
+        cx, cy = x0 + w / 2, y0 + h / 2
+        w, h = w * (1 + 2 * self.box_margin), h * (1 + 2 * self.box_margin)
+        pw, ph = prev[2] - prev[0], prev[3] - prev[1]
+        w, h = np.clip(w, 0.9 * pw, 1.1 * pw), np.clip(h, 0.9 * ph, 1.1 * ph)
+        return np.array([max(0.0, cx - w / 2), max(0.0, cy - h / 2), min(size[1], cx + w / 2), min(size[0], cy + h / 2)])
+
     def _next_prompt(self, t: Target, size: Tuple[int, int]) -> Prompt:
         p = t.prompt
         sy, sx = size[0] / t.image_size[0], size[1] / t.image_size[1]
@@ -183,11 +198,11 @@ class TargetTracker:
             return Prompt(points, p.labels.copy(), box, None, multimask=p.multimask and t.frames == 0)
         mask_input = t.last_low_res
         if p.box is not None:
-            ys, xs = np.nonzero(t.last_mask)
-            x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-            mx, my = self.box_margin * (x1 - x0), self.box_margin * (y1 - y0)
-            box = np.array([max(0, x0 - mx), max(0, y0 - my), min(size[1], x1 + mx), min(size[0], y1 + my)])
-            return Prompt(np.zeros((0, 2)), np.zeros(0, np.int64), box, mask_input, multimask=False)
+            # The box carries the object's extent; feeding the previous logits back as well
+            # compounds a bad mask from frame to frame, so box targets re-prompt with the box only.
+            box = self._follow_box(t, size)
+            t.extra["box"] = box
+            return Prompt(np.zeros((0, 2)), np.zeros(0, np.int64), box, None, multimask=False)
         center = np.array(farthest_from_boundary(t.last_mask)[0], dtype=np.float64)
         bg = p.points[p.labels == 0]
         points = np.concatenate([center[None], bg]) if len(bg) else center[None]

@@ -1,9 +1,7 @@
 """Conversions between ROS messages and the engine's numpy/Prompt types.
 
-The single image conversion helper of the project: ``sensor_msgs/Image`` and
-``sensor_msgs/CompressedImage`` to an RGB uint8 array with numpy/OpenCV (PyPI's cv_bridge is the
-broken ROS 1 port; a real cv_bridge is not needed). Every malformed input raises
-:class:`ConversionError` with a message that says what is wrong.
+Images decode through sam_ros.engine.image_io (the one image conversion helper); malformed
+messages raise :class:`ConversionError` with a message that says what is wrong.
 """
 import array
 from typing import Any, List, Optional, Sequence, Tuple
@@ -11,79 +9,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..engine.prompts import InputError, Prompt
-
-
-class ConversionError(InputError):
-    """A message that cannot be converted (bad encoding, size, data)."""
-
-
-# encoding -> (channels, dtype, conversion to RGB or None for direct channel handling)
-_RAW_ENCODINGS = {
-    "rgb8": (3, np.uint8, None),
-    "bgr8": (3, np.uint8, cv2.COLOR_BGR2RGB),
-    "rgba8": (4, np.uint8, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, np.uint8, cv2.COLOR_BGRA2RGB),
-    "mono8": (1, np.uint8, cv2.COLOR_GRAY2RGB),
-    "8uc1": (1, np.uint8, cv2.COLOR_GRAY2RGB),
-    "8uc3": (3, np.uint8, cv2.COLOR_BGR2RGB),   # OpenCV's default channel order
-    "8uc4": (4, np.uint8, cv2.COLOR_BGRA2RGB),
-    "mono16": (1, np.uint16, cv2.COLOR_GRAY2RGB),
-    "16uc1": (1, np.uint16, cv2.COLOR_GRAY2RGB),
-    "uyvy": (2, np.uint8, cv2.COLOR_YUV2RGB_UYVY),
-    "yuv422": (2, np.uint8, cv2.COLOR_YUV2RGB_UYVY),
-    "yuyv": (2, np.uint8, cv2.COLOR_YUV2RGB_YUYV),
-    "yuv422_yuy2": (2, np.uint8, cv2.COLOR_YUV2RGB_YUYV),
-    "bayer_rggb8": (1, np.uint8, cv2.COLOR_BayerBG2RGB),
-    "bayer_bggr8": (1, np.uint8, cv2.COLOR_BayerRG2RGB),
-    "bayer_gbrg8": (1, np.uint8, cv2.COLOR_BayerGR2RGB),
-    "bayer_grbg8": (1, np.uint8, cv2.COLOR_BayerGB2RGB),
-}
-
-SUPPORTED_ENCODINGS = tuple(sorted(_RAW_ENCODINGS))
-
-
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image -> H x W x 3 uint8 RGB (a copy; the message is not kept)."""
-    enc = (msg.encoding or "").lower()
-    if enc not in _RAW_ENCODINGS:
-        raise ConversionError(f"unsupported image encoding {msg.encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise ConversionError(f"empty image ({w}x{h})")
-    channels, dtype, code = _RAW_ENCODINGS[enc]
-    row_bytes = w * channels * np.dtype(dtype).itemsize
-    if step < row_bytes:
-        raise ConversionError(f"step {step} is smaller than width x bytes per pixel = {row_bytes} ({enc}, {w}x{h})")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size < step * (h - 1) + row_bytes:
-        raise ConversionError(f"image data has {data.size} bytes, {enc} {w}x{h} with step {step} needs {step * h}")
-    rows = np.lib.stride_tricks.as_strided(data, shape=(h, row_bytes), strides=(step, 1))
-    pixels = rows.view(dtype) if dtype != np.uint8 else rows
-    if dtype == np.uint16:
-        big = bool(msg.is_bigendian)
-        pixels = pixels.view(">u2" if big else "<u2").astype(np.uint16)
-        pixels = (pixels >> 8).astype(np.uint8)
-    pixels = pixels.reshape(h, w, channels) if channels > 1 else pixels.reshape(h, w)
-    if code is None:
-        return np.ascontiguousarray(pixels)
-    return cv2.cvtColor(np.ascontiguousarray(pixels), code)
-
-
-def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg, png, ...) -> H x W x 3 uint8 RGB."""
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
-        raise ConversionError(f"compressed image ({msg.format or 'unknown format'}) has no data")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise ConversionError(f"cannot decode compressed image (format {msg.format!r}, {data.size} bytes): corrupt or unsupported")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def to_rgb(msg: Any) -> np.ndarray:
-    """Either image message type -> RGB."""
-    return compressed_msg_to_rgb(msg) if hasattr(msg, "format") else image_msg_to_rgb(msg)
+from ..engine.image_io import (SUPPORTED_ENCODINGS, ConversionError, compressed_msg_to_rgb,  # noqa: F401
+                               image_msg_to_rgb, to_rgb)
+from ..engine.prompts import Prompt
 
 
 def fill_image_msg(msg: Any, array_hw: np.ndarray, encoding: str) -> Any:

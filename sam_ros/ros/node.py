@@ -29,6 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from ..engine.automatic import AutomaticMaskGenerator
 from ..engine.factory import create_predictor
 from ..engine.predictor import MaskPrediction
 from ..engine.prompts import InputError, Prompt
@@ -39,7 +40,9 @@ from ..msg import MaskCandidate, ObjectMask, Prompt as PromptMsg, PromptArray, S
 from . import conversions as conv
 from .params import NodeParams, declare_parameters
 
-RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=100)
+# Prompts: reliable, with a deep reader history so a burst is taken in (and bounded by our own
+# queue, which drops and counts the excess) rather than held back by DDS flow control.
+RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1000)
 RESULTS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=20)
 
 
@@ -52,7 +55,7 @@ class PromptRequest:
     source: str
     received_at: float
     deadline: float
-    frame_missing_since: Optional[float] = None
+    queue: str = ""
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Stats:
 class SamNode(Node):
     def __init__(self, node_name: str = "sam_ros", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
+        self._running = True
         self.params: NodeParams = declare_parameters(self)
         p = self.params
         t0 = time.perf_counter()
@@ -91,12 +95,15 @@ class SamNode(Node):
         self.frames: LatestSlot = LatestSlot()
         self.stats = Stats()
         self._prompt_cond = threading.Condition()
-        self._prompts: Deque[PromptRequest] = deque()
+        # One bounded queue per input (prompt, prompts, click, detection): a flood on one topic
+        # drops (and counts) its own oldest requests, never another input's.
+        self._prompts: Dict[str, Deque[PromptRequest]] = {}
         self._click_count = 0
         self._last_click_target = ""
         self._encoding_key: Optional[int] = None
         self._running = True
         self._fps_window: Deque[Tuple[float, int, int]] = deque(maxlen=30)
+        self._colors: Dict[str, int] = {}
 
         self.pub_results = self.create_publisher(SegmentationResult, "segmentation", RESULTS_QOS)
         self.pub_overlay = self.create_publisher(Image, "segmentation/overlay", qos_profile_sensor_data)
@@ -119,13 +126,20 @@ class SamNode(Node):
             self.create_subscription(Point, p.bg_click_topic, lambda m: self._on_click(m, 0), RELIABLE)
         self.create_subscription(String, "clear_targets", self._on_clear_topic, RELIABLE)
         self.create_service(Trigger, "~/clear_targets", self._on_clear_service)
+        self.create_service(Trigger, "~/segment_everything", self._on_segment_everything)
+        self._auto_request = threading.Event()
+        self._auto_generator = AutomaticMaskGenerator(
+            self.predictor, points_per_side=p.auto_points_per_side, pred_iou_thresh=p.auto_pred_iou_thresh,
+            stability_score_thresh=p.auto_stability_thresh, min_mask_region_area=p.auto_min_region_area)
         self._subscribe_detections(p.detections_topic)
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
 
         self._encoder_thread = threading.Thread(target=self._encoder_loop, name="sam_encoder", daemon=True)
         self._prompt_thread = threading.Thread(target=self._prompt_loop, name="sam_prompts", daemon=True)
+        self._auto_thread = threading.Thread(target=self._auto_loop, name="sam_auto", daemon=True)
         self._encoder_thread.start()
         self._prompt_thread.start()
+        self._auto_thread.start()
         self.get_logger().info(f"listening on {image_topic} ({p.image_transport}, {p.image_qos}); clicks on {click_topic}")
 
     # ---- inputs (executor thread: store and return) -------------------------------------------
@@ -133,15 +147,21 @@ class SamNode(Node):
         self.stats.frames_received += 1
         self.frames.put((msg, time.monotonic()))
 
-    def _enqueue(self, req: PromptRequest) -> None:
+    def _enqueue(self, req: PromptRequest, queue: str) -> None:
         with self._prompt_cond:
             self.stats.prompts_received += len(req.items)
-            while len(self._prompts) >= self.params.max_pending_prompts:
-                dropped = self._prompts.popleft()
+            req.queue = queue
+            q = self._prompts.setdefault(queue, deque())
+            while len(q) >= self.params.max_pending_prompts:
+                dropped = q.popleft()
                 self.stats.prompts_dropped += len(dropped.items)
-                self._report("prompts", f"prompt queue full ({self.params.max_pending_prompts}): dropped the oldest request")
-            self._prompts.append(req)
+                self._report("prompts", f"{queue} queue full ({self.params.max_pending_prompts} requests): "
+                                        "dropped the oldest request")
+            q.append(req)
             self._prompt_cond.notify()
+
+    def _pending(self) -> int:
+        return sum(len(q) for q in self._prompts.values())
 
     def _request(self, header, items, source) -> PromptRequest:
         now = time.monotonic()
@@ -149,13 +169,13 @@ class SamNode(Node):
                              now, now + self.params.prompt_wait_s)
 
     def _on_prompt(self, msg) -> None:
-        self._enqueue(self._request(msg.header, [(msg.target_id, msg)], "prompt"))
+        self._enqueue(self._request(msg.header, [(msg.target_id, msg)], "prompt"), "prompt")
 
     def _on_prompt_array(self, msg) -> None:
         if not msg.prompts:
             self._report("prompts", "empty PromptArray ignored")
             return
-        self._enqueue(self._request(msg.header, [(p.target_id, p) for p in msg.prompts], "prompt"))
+        self._enqueue(self._request(msg.header, [(p.target_id, p) for p in msg.prompts], "prompt"), "prompts")
 
     def _on_click(self, msg, label: int) -> None:
         point = np.array([[msg.x, msg.y]])
@@ -166,7 +186,7 @@ class SamNode(Node):
                 return
             p = target.prompt
             prompt = Prompt(np.concatenate([p.points, point]), np.concatenate([p.labels, [0]]), p.box, None, False)
-            self._enqueue(self._request(None, [(target.target_id, prompt)], "click"))
+            self._enqueue(self._request(None, [(target.target_id, prompt)], "click"), "click")
             return
         if self.params.click_mode == "target":
             self._click_count += 1
@@ -175,7 +195,7 @@ class SamNode(Node):
         else:
             target_id = ""
         prompt = Prompt(point, np.array([1]), None, None, multimask=self.params.multimask)
-        self._enqueue(self._request(None, [(target_id, prompt)], "click"))
+        self._enqueue(self._request(None, [(target_id, prompt)], "click"), "click")
 
     def _subscribe_detections(self, topic: str) -> None:
         if not topic:
@@ -196,11 +216,21 @@ class SamNode(Node):
         if len(boxes) == 0:
             return
         items = [(getattr(d, "id", "") or "", Prompt(box=b, multimask=False)) for d, b in zip(msg.detections, boxes)]
-        self._enqueue(self._request(msg.header, items, "detection"))
+        self._enqueue(self._request(msg.header, items, "detection"), "detection")
 
     def _on_clear_topic(self, msg: String) -> None:
         n = self.targets.clear(msg.data)
         self.get_logger().info(f"cleared {n} target(s) ({msg.data or 'all'})")
+
+    def _on_segment_everything(self, request, response):
+        if self.cache.latest() is None:
+            response.success = False
+            response.message = "no frame has been encoded yet"
+            return response
+        self._auto_request.set()
+        response.success = True
+        response.message = "automatic masks of the latest frame will be published on segmentation"
+        return response
 
     def _on_clear_service(self, request, response):
         n = self.targets.clear("")
@@ -276,10 +306,11 @@ class SamNode(Node):
     def _prompt_loop(self) -> None:
         while self._running:
             with self._prompt_cond:
-                if not self._prompts:
+                if not self._pending():
                     self._prompt_cond.wait(0.2)
-                pending = list(self._prompts)
-                self._prompts.clear()
+                pending = [req for q in self._prompts.values() for req in q]
+                for q in self._prompts.values():
+                    q.clear()
             if not pending:
                 continue
             waiting = []
@@ -301,7 +332,8 @@ class SamNode(Node):
                     self._report("prompts", f"decoding failed: {type(e).__name__}: {e}")
             if waiting:
                 with self._prompt_cond:
-                    self._prompts.extendleft(reversed(waiting))
+                    for req in reversed(waiting):
+                        self._prompts.setdefault(req.queue, deque()).appendleft(req)
                     self._prompt_cond.wait(0.05)
 
     def _frame_not_ready(self, key: int, reqs: List[PromptRequest]) -> List[PromptRequest]:
@@ -371,6 +403,43 @@ class SamNode(Node):
         if prompt.box is not None:
             prompt.box = validate_boxes(prompt.box[None], size)[0]
 
+    # ---- automatic masks thread ---------------------------------------------------------------
+    def _auto_loop(self) -> None:
+        rate = self.params.auto_masks_rate
+        period = 1.0 / rate if rate > 0 else None
+        last_key = None
+        while self._running:
+            triggered = self._auto_request.wait(timeout=period if period else 0.2)
+            if not self._running:
+                break
+            if not triggered and period is None:
+                continue
+            self._auto_request.clear()
+            frame = self.cache.latest()
+            if frame is None or (not triggered and frame.key == last_key):
+                continue
+            last_key = frame.key
+            try:
+                self._publish_auto_masks(frame)
+            except Exception as e:  # keep the node serving
+                if not self.context.ok():
+                    break
+                self._report("auto", f"automatic masks failed: {type(e).__name__}: {e}")
+
+    def _publish_auto_masks(self, frame: CachedFrame) -> None:
+        region = self.params.auto_region
+        region = region if len(region) == 4 and region[2] > region[0] and region[3] > region[1] else None
+        t0 = time.perf_counter()
+        records = self._auto_generator.generate(frame.image, region=region, embedding=frame.embedding)
+        dec_ms = (time.perf_counter() - t0) * 1000
+        objects = []
+        for i, rec in enumerate(sorted(records, key=lambda r: -r["area"])):
+            mask = rec["segmentation"]
+            pred = MaskPrediction(mask[None], np.array([rec["predicted_iou"]]), np.zeros((1, 1, 1)),
+                                  np.array([rec["stability_score"]]))
+            objects.append(self._object_msg(f"auto/{i}", "auto", pred, False, 0))
+        self._publish_result(frame, objects, 0.0, dec_ms)
+
     # ---- outputs ----------------------------------------------------------------------------
     def _object_msg(self, target_id: str, source: str, pred: MaskPrediction, multimask: bool, chosen: int) -> ObjectMask:
         obj = ObjectMask(target_id=target_id, source=source)
@@ -407,9 +476,11 @@ class SamNode(Node):
         self.stats.results_published += 1
 
     def _publish_overlay(self, frame: CachedFrame, drawn: List[Tuple[str, np.ndarray, float]]) -> None:
+        # Colours by order of first appearance: distinct for the first targets, stable per id.
+        keys = [self._colors.setdefault(tid, len(self._colors)) for tid, _, _ in drawn]
         image = draw_masks(frame.image, [m for _, m, _ in drawn],
                            labels=[f"{tid} {iou:.2f}" for tid, _, iou in drawn],
-                           keys=[tid for tid, _, _ in drawn], alpha=self.params.overlay_alpha)
+                           keys=keys, alpha=self.params.overlay_alpha)
         msg = conv.fill_image_msg(Image(), image, "rgb8")
         msg.header = frame.meta
         self.pub_overlay.publish(msg)
@@ -441,7 +512,8 @@ class SamNode(Node):
             "encoder_ms": round(enc, 1), "decoder_ms": round(dec, 1), "prompts_received": s.prompts_received,
             "prompts_dropped": s.prompts_dropped, "prompt_errors": s.prompt_errors, "image_errors": s.image_errors,
             "results_published": s.results_published, "active_targets": len(self.targets),
-            "cached_frames": len(self.cache), "last_error": s.last_error,
+            "cached_frames": len(self.cache), "pending_prompt_requests": self._pending(),
+            "last_error": s.last_error,
         }
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray(status=[status])
@@ -450,11 +522,18 @@ class SamNode(Node):
 
     def destroy_node(self) -> None:
         self._running = False
-        self.frames.close()
-        with self._prompt_cond:
-            self._prompt_cond.notify_all()
-        self._encoder_thread.join(timeout=5)
-        self._prompt_thread.join(timeout=5)
+        # The constructor may have failed part-way (e.g. a bad checkpoint): stop what exists.
+        if hasattr(self, "frames"):
+            self.frames.close()
+        if hasattr(self, "_prompt_cond"):
+            with self._prompt_cond:
+                self._prompt_cond.notify_all()
+        if hasattr(self, "_auto_request"):
+            self._auto_request.set()
+        for name in ("_encoder_thread", "_prompt_thread", "_auto_thread"):
+            thread = getattr(self, name, None)
+            if thread is not None and thread.is_alive():
+                thread.join(timeout=5)
         super().destroy_node()
 
 

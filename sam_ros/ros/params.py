@@ -1,6 +1,6 @@
 """The node's parameters: each declared with a default and a description, read into one object."""
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Tuple
 
 from rcl_interfaces.msg import ParameterDescriptor
 
@@ -30,6 +30,13 @@ class NodeParams:
     max_targets: int = 32
     multimask: bool = True
     stability_offset: float = 1.0
+    # automatic masks ("segment everything")
+    auto_masks_rate: float = 0.0
+    auto_points_per_side: int = 16
+    auto_pred_iou_thresh: float = 0.88
+    auto_stability_thresh: float = 0.95
+    auto_min_region_area: int = 0
+    auto_region: Tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
     # outputs
     publish_overlay: bool = True
     overlay_alpha: float = 0.5
@@ -59,6 +66,13 @@ DESCRIPTIONS = {
     "max_targets": "maximum number of active targets; the oldest is dropped beyond it.",
     "multimask": "default for clicks: return the 3 ambiguity candidates and choose by predicted IoU.",
     "stability_offset": "logit offset of the stability score.",
+    "auto_masks_rate": "publish all masks of the latest frame at this rate (Hz; 0 = off). "
+                       "The ~/segment_everything service does it once on demand.",
+    "auto_points_per_side": "automatic masks: grid of points per side.",
+    "auto_pred_iou_thresh": "automatic masks: keep masks whose predicted IoU exceeds this.",
+    "auto_stability_thresh": "automatic masks: keep masks whose stability score reaches this.",
+    "auto_min_region_area": "automatic masks: remove islands and holes smaller than this (pixels; 0 = off).",
+    "auto_region": "automatic masks only inside this box [x0, y0, x1, y1] in pixels; all zeros = whole frame.",
     "publish_overlay": "publish an overlay image (masks tinted per target, with IoU) when someone subscribes.",
     "overlay_alpha": "mask opacity in the overlay.",
     "diagnostics_period_s": "period of the diagnostic_msgs status on /diagnostics.",
@@ -70,5 +84,7 @@ def declare_parameters(node: Any) -> NodeParams:
     values = {}
     for f in fields(NodeParams):
         desc = ParameterDescriptor(description=DESCRIPTIONS[f.name])
-        values[f.name] = node.declare_parameter(f.name, f.default, desc).value
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        value = node.declare_parameter(f.name, default, desc).value
+        values[f.name] = tuple(value) if isinstance(default, list) else value
     return NodeParams(**values)

@@ -1,2 +1,209 @@
+"""The live demo: a built-in camera, the sam_ros node, and an operator who clicks targets.
+
+Starts the node as its own process (as on a robot) with config/sam_ros.yaml, publishes a moving
+procedural scene on `image` with sensor-data QoS, clicks the centre of one object (a tracked
+target, as rqt_image_view would), sends a box prompt for another, and prints per-frame results
+scored against the scene's ground truth. Writes the node's overlay to out/demo_overlay.mp4 and the
+last overlay frame to out/demo_overlay.png.
+
+    python -m sam_ros.tools.demo [--seconds 20] [--rate 10] [--checkpoint FILE] [--device cuda]
+"""
+import argparse
+import os
+import statistics
+import subprocess
 import sys
-print("demo placeholder")
+import threading
+import time
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _start_node(args, extra_params: List[str]) -> subprocess.Popen:
+    params = os.path.join(ROOT, "config", "sam_ros.yaml")
+    cmd = [sys.executable, "-m", "sam_ros.ros.node", "--ros-args", "--params-file", params,
+           "-p", f"device:={args.device}", "-p", f"encoder_dtype:={args.dtype}"] + extra_params
+    if args.checkpoint:
+        cmd += ["-p", f"checkpoint:={args.checkpoint}"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20.0, help="how long to run")
+    ap.add_argument("--rate", type=float, default=10.0, help="camera frame rate (Hz)")
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--seed", type=int, default=7, help="scene seed of the synthetic camera")
+    ap.add_argument("--checkpoint", default="", help="model weights (default: the embedded model)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32", help="encoder precision")
+    ap.add_argument("--out", default=os.path.join(ROOT, "out"), help="folder for the overlay video/PNG")
+    ap.add_argument("--quiet-node", action="store_true", help="do not echo the node's log")
+    args = ap.parse_args(argv)
+
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import Point
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from ..msg import Prompt, PromptArray, SegmentationResult
+    from ..ros import conversions as conv
+    from ..ros.synthetic_camera import SyntheticCamera
+
+    os.makedirs(args.out, exist_ok=True)
+    node_proc = _start_node(args, [])
+
+    def echo():
+        for line in node_proc.stdout:
+            if not args.quiet_node:
+                print(f"  [node] {line.rstrip()}", flush=True)
+
+    threading.Thread(target=echo, daemon=True).start()
+
+    rclpy.init()
+    camera = SyntheticCamera(seed=args.seed, width=args.width, height=args.height, rate=args.rate)
+    op = Node("demo_operator")
+    results: List = []
+    overlays: List = []
+    diag: Dict[str, str] = {}
+    lock = threading.Lock()
+    op.create_subscription(SegmentationResult, "segmentation", lambda m: (lock.acquire(), results.append((time.monotonic(), m)), lock.release()), 50)
+    op.create_subscription(Image, "segmentation/overlay", lambda m: overlays.append(m), qos_profile_sensor_data)
+    op.create_subscription(DiagnosticArray, "/diagnostics",
+                           lambda m: diag.update({kv.key: kv.value for s in m.status for kv in s.values}), 10)
+    click_pub = op.create_publisher(Point, "image_mouse_left", 10)
+    prompt_pub = op.create_publisher(PromptArray, "prompts", 10)
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(camera)
+    executor.add_node(op)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+
+    print(f"sam_ros demo: {args.width}x{args.height} synthetic camera at {args.rate:g} Hz for {args.seconds:g} s")
+    writer: Optional[cv2.VideoWriter] = None
+    video_path = os.path.join(args.out, "demo_overlay.mp4")
+    aim: Dict[str, int] = {}          # target id -> ground-truth segment id
+    printed = 0
+    t_start = time.monotonic()
+    clicked = boxed = False
+    ious: Dict[str, List[float]] = {}
+    latencies: List[float] = []
+    exit_code = 0
+    try:
+        while time.monotonic() - t_start < args.seconds:
+            time.sleep(0.05)
+            if node_proc.poll() is not None:
+                print(f"the node exited with code {node_proc.returncode}")
+                exit_code = 1
+                break
+            now = time.monotonic() - t_start
+            scene = camera.latest()
+            ready = results or diag.get("frames_encoded", "0") != "0"
+            if not clicked and scene is not None and ready and click_pub.get_subscription_count() > 0:
+                wholes = [i for i in range(len(scene.masks)) if scene.level[i] == 0]
+                if wholes:
+                    target = max(wholes, key=lambda i: scene.masks[i].sum())
+                    from ..engine.mask_utils import farthest_from_boundary
+
+                    (x, y), _ = farthest_from_boundary(scene.masks[target])
+                    aim["click_1"] = int(scene.segment_id[target])
+                    click_pub.publish(Point(x=float(x), y=float(y), z=0.0))
+                    print(f"[{now:5.1f}s] operator clicks ({x}, {y}) on object {scene.object_id[target]} -> target click_1")
+                    clicked = True
+            if clicked and not boxed and now > args.seconds / 3 and results:
+                # A detector's boxes refer to the frame they were computed on: take the latest
+                # frame the node has encoded (its embedding is cached) and that frame's objects.
+                key = conv.stamp_key(results[-1][1].header.stamp)
+                scene = camera.scene_at(key)
+                wholes = [] if scene is None else [i for i in range(len(scene.masks)) if scene.level[i] == 0
+                                                   and int(scene.segment_id[i]) not in aim.values()]
+                if wholes:
+                    target = max(wholes, key=lambda i: scene.masks[i].sum())
+                    ys, xs = np.nonzero(scene.masks[target])
+                    msg = PromptArray()
+                    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(key, 1_000_000_000)
+                    p = Prompt(target_id="box_1", has_box=True, multimask=False)
+                    p.box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+                    msg.prompts = [p]
+                    aim["box_1"] = int(scene.segment_id[target])
+                    prompt_pub.publish(msg)
+                    print(f"[{now:5.1f}s] detector sends box {[round(v) for v in p.box]} -> target box_1")
+                boxed = True
+            with lock:
+                new = results[printed:]
+                printed = len(results)
+            for t_rx, res in new:
+                gt = camera.scene_at(conv.stamp_key(res.header.stamp))
+                parts = []
+                for obj in res.objects:
+                    actual = ""
+                    if gt is not None and obj.target_id in aim:
+                        full = np.zeros((res.height, res.width), bool)
+                        if obj.area:
+                            crop = np.frombuffer(obj.mask.data, np.uint8).reshape(obj.mask.height, obj.mask.width) > 0
+                            full[obj.bbox.y_offset:obj.bbox.y_offset + crop.shape[0],
+                                 obj.bbox.x_offset:obj.bbox.x_offset + crop.shape[1]] = crop
+                        seg = np.flatnonzero(gt.segment_id == aim[obj.target_id])
+                        if seg.size:
+                            g = gt.masks[seg[0]]
+                            v = float((full & g).sum() / max(1, (full | g).sum()))
+                            ious.setdefault(obj.target_id, []).append(v)
+                            actual = f" GT IoU {v:.2f}"
+                        else:
+                            actual = " (object hidden)"
+                    parts.append(f"{obj.target_id}: pred IoU {obj.iou:.2f}{actual} area {obj.area}")
+                latencies.append(res.latency_ms)
+                stamp = res.header.stamp.sec + res.header.stamp.nanosec * 1e-9
+                fps = diag.get("fps_encoded", "?")
+                print(f"[{time.monotonic() - t_start:5.1f}s] frame {stamp:.3f} | " + "; ".join(parts) +
+                      f" | enc {res.encoder_ms:.0f} ms dec {res.decoder_ms:.0f} ms latency {res.latency_ms:.0f} ms"
+                      f" | {fps} fps, dropped {diag.get('frames_dropped', '?')}", flush=True)
+            while overlays:
+                m = overlays.pop(0)
+                img = np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3)
+                bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+                if writer is None:
+                    writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"mp4v"), args.rate, (m.width, m.height))
+                writer.write(bgr)
+                cv2.imwrite(os.path.join(args.out, "demo_overlay.png"), bgr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if writer is not None:
+            writer.release()
+        executor.shutdown()
+        camera.destroy_node()
+        op.destroy_node()
+        rclpy.try_shutdown()
+        node_proc.terminate()
+        try:
+            node_proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            node_proc.kill()
+
+    print("\nsummary")
+    print(f"  frames published {camera.index}, encoded {diag.get('frames_encoded', '?')}, "
+          f"dropped (latest frame wins) {diag.get('frames_dropped', '?')}, encoder {diag.get('encoder_ms', '?')} ms, "
+          f"decoder {diag.get('decoder_ms', '?')} ms")
+    for tid, v in ious.items():
+        print(f"  {tid}: {len(v)} frames, mean IoU vs ground truth {statistics.mean(v):.3f}")
+    if latencies:
+        print(f"  result latency median {statistics.median(latencies):.0f} ms")
+    if writer is not None:
+        print(f"  overlay video: {video_path}")
+    if not results:
+        print("  no results were received")
+        exit_code = exit_code or 1
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Message conversions (no DDS needed): every supported encoding, and clear errors for bad input."""
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+from geometry_msgs.msg import Point  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from sam_ros.msg import Prompt  # noqa: E402
+from sam_ros.ros import conversions as conv  # noqa: E402
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+
+
+def _msg(data: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False) -> Image:
+    rows = data.reshape(data.shape[0], -1).view(np.uint8)
+    if pad:
+        rows = np.concatenate([rows, np.zeros((rows.shape[0], pad), np.uint8)], axis=1)
+    m = Image(height=data.shape[0], width=data.shape[1], encoding=encoding, is_bigendian=int(bigendian))
+    m.step = rows.shape[1]
+    m.data = rows.tobytes()
+    return m
+
+
+@pytest.mark.parametrize("pad", [0, 7])
+def test_color_encodings(pad):
+    assert np.array_equal(conv.image_msg_to_rgb(_msg(RGB, "rgb8", pad)), RGB)
+    assert np.array_equal(conv.image_msg_to_rgb(_msg(RGB[..., ::-1].copy(), "bgr8", pad)), RGB)
+    alpha = np.full(RGB.shape[:2] + (1,), 200, np.uint8)
+    assert np.array_equal(conv.image_msg_to_rgb(_msg(np.concatenate([RGB, alpha], 2), "rgba8", pad)), RGB)
+    assert np.array_equal(conv.image_msg_to_rgb(_msg(np.concatenate([RGB[..., ::-1], alpha], 2), "bgra8", pad)), RGB)
+
+
+def test_mono_encodings():
+    gray = RGB[..., 0].copy()
+    out = conv.image_msg_to_rgb(_msg(gray, "mono8"))
+    assert out.shape == RGB.shape and np.array_equal(out[..., 1], gray)
+    g16 = gray.astype(np.uint16) * 257
+    for big in (False, True):
+        data = g16.astype(">u2" if big else "<u2")
+        out = conv.image_msg_to_rgb(_msg(data, "mono16", bigendian=big))
+        assert np.array_equal(out[..., 2], gray)
+
+
+def test_yuv_and_bayer():
+    # Neutral chroma (U = V = 128) and luma alternating 50 / 200: a grey pattern whose dark and
+    # bright pixels are where the byte order (UYVY vs YUYV) puts them.
+    uyvy = np.zeros((4, 8, 2), np.uint8)
+    uyvy[..., 0] = 128                    # U, V interleaved in the first byte of each pair
+    uyvy[..., 1] = np.tile([50, 200], 4)  # Y0, Y1
+    out = conv.image_msg_to_rgb(_msg(uyvy, "uyvy"))
+    assert out.shape == (4, 8, 3)
+    assert np.all(out[:, 0::2] < 70) and np.all(out[:, 1::2] > 180)
+    yuyv = uyvy[..., ::-1].copy()         # Y first
+    out = conv.image_msg_to_rgb(_msg(yuyv, "yuyv"))
+    assert np.all(out[:, 0::2] < 70) and np.all(out[:, 1::2] > 180)
+    bayer = RGB[..., 1].copy()
+    assert conv.image_msg_to_rgb(_msg(bayer, "bayer_rggb8")).shape == RGB.shape
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda m: setattr(m, "encoding", "rgb16"), "unsupported image encoding"),
+    (lambda m: setattr(m, "step", 10), "step 10 is smaller"),
+    (lambda m: setattr(m, "data", bytes(100)), "needs"),
+    (lambda m: (setattr(m, "height", 0), setattr(m, "data", b"")), "empty image"),
+])
+def test_bad_images_raise_conversion_error(mutate, match):
+    m = _msg(RGB, "rgb8")
+    mutate(m)
+    with pytest.raises(conv.ConversionError, match=match):
+        conv.image_msg_to_rgb(m)
+
+
+def test_compressed():
+    ok, jpg = cv2.imencode(".png", cv2.cvtColor(RGB, cv2.COLOR_RGB2BGR))
+    m = CompressedImage(format="png")
+    m.data = jpg.tobytes()
+    assert np.array_equal(conv.to_rgb(m), RGB)
+    m.data = jpg.tobytes()[:50]
+    with pytest.raises(conv.ConversionError, match="cannot decode"):
+        conv.to_rgb(m)
+    m.data = b""
+    with pytest.raises(conv.ConversionError, match="no data"):
+        conv.to_rgb(m)
+
+
+def test_fill_image_msg_round_trip():
+    m = conv.fill_image_msg(Image(), RGB, "rgb8")
+    assert (m.height, m.width, m.step) == (37, 53, 53 * 3)
+    assert np.array_equal(conv.image_msg_to_rgb(m), RGB)
+
+
+def test_prompt_from_msg():
+    p = Prompt(has_box=True, multimask=False)
+    p.points = [Point(x=1.0, y=2.0), Point(x=3.0, y=4.0)]
+    p.labels = [1, 0]
+    p.box = [0.0, 1.0, 10.0, 11.0]
+    out = conv.prompt_from_msg(p, (100, 100), 96)
+    assert out.points.tolist() == [[1, 2], [3, 4]] and out.labels.tolist() == [1, 0]
+    assert out.box.tolist() == [0, 1, 10, 11] and not out.multimask
+    p.labels = [1]
+    with pytest.raises(conv.ConversionError, match="1 labels for 2 points"):
+        conv.prompt_from_msg(p, (100, 100), 96)
+    with pytest.raises(conv.ConversionError, match="no points"):
+        conv.prompt_from_msg(Prompt(), (100, 100), 96)
+
+
+def test_mask_prompt_from_mono8_and_logits():
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:30, 20:60] = 255
+    m = conv.fill_image_msg(Image(), mask, "mono8")
+    logits = conv.mask_prompt_from_image(m, (60, 80), 96)
+    assert logits.shape == (1, 96, 96)
+    assert logits[0, 20, 50] > 0 and logits[0, 2, 2] < 0 and logits[0, 90, 2] < 0  # padding is background
+    with pytest.raises(conv.ConversionError, match="frame is"):
+        conv.mask_prompt_from_image(m, (61, 80), 96)
+    f = conv.fill_image_msg(Image(), np.zeros((96, 96), np.float32), "32FC1")
+    assert conv.mask_prompt_from_image(f, (60, 80), 96).shape == (1, 96, 96)
+    with pytest.raises(conv.ConversionError, match="96x96"):
+        conv.mask_prompt_from_image(conv.fill_image_msg(Image(), np.zeros((9, 9), np.float32), "32FC1"), (60, 80), 96)
+
+
+def test_boxes_from_detection_like_messages():
+    class P:
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+    class Center:
+        def __init__(self, x, y):
+            self.position = P(x, y)
+
+    class BBox:
+        def __init__(self):
+            self.center, self.size_x, self.size_y = Center(50, 40), 20, 10
+
+    class Det:
+        bbox = BBox()
+
+    class Arr:
+        detections = [Det(), Det()]
+
+    assert conv.boxes_from_detections(Arr()).tolist() == [[40, 35, 60, 45]] * 2

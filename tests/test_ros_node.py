@@ -1,0 +1,443 @@
+"""The sam_ros node end to end: a real node process, real rclpy and Fast DDS, sensor-data QoS.
+
+The test process plays camera, operator and detector; it checks what actually arrives.
+"""
+import math
+import os
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import Point  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from sam_ros.data.scenes import SceneSequence  # noqa: E402
+from sam_ros.engine.factory import default_weights  # noqa: E402
+from sam_ros.engine.mask_utils import farthest_from_boundary  # noqa: E402
+from sam_ros.msg import Prompt, PromptArray, SegmentationResult  # noqa: E402
+from sam_ros.ros.conversions import fill_image_msg, stamp_key  # noqa: E402
+
+from ros_helpers import NodeProcess, spin_until  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+DOMAIN = 40 + os.getpid() % 150
+
+
+class Client:
+    """Camera + operator + detector + observer in the test process."""
+
+    def __init__(self, context, node_name: str = "sam_ros", image_topic: str = "image") -> None:
+        self.node = rclpy.create_node(f"tester_{node_name}", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        n = self.node
+        self.image_pub = n.create_publisher(Image, image_topic, qos_profile_sensor_data)
+        self.jpeg_pub = n.create_publisher(CompressedImage, image_topic + "/compressed", qos_profile_sensor_data)
+        self.prompt_pub = n.create_publisher(Prompt, "prompt", 100)
+        self.prompts_pub = n.create_publisher(PromptArray, "prompts", 100)
+        self.click_pub = n.create_publisher(Point, f"/{image_topic}_mouse_left", 10)
+        self.clear_pub = n.create_publisher(String, "clear_targets", 10)
+        self.clear_cli = n.create_client(Trigger, f"/{node_name}/clear_targets")
+        self.results = []
+        self.overlays = []
+        self.diag = {}
+        n.create_subscription(SegmentationResult, "segmentation", lambda m: self.results.append((time.monotonic(), m)), 100)
+        n.create_subscription(Image, "segmentation/overlay", lambda m: self.overlays.append(m), qos_profile_sensor_data)
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.sec = 1000
+        self.sent = {}
+
+    def _on_diag(self, msg) -> None:
+        for s in msg.status:
+            if s.name.startswith(self.node.get_name().replace("tester_", "") + ":"):
+                self.diag = {kv.key: kv.value for kv in s.values}
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def wait(self, predicate, timeout: float = 20.0) -> bool:
+        return spin_until(self.executor, predicate, timeout)
+
+    def next_header(self, frame_id: str = "camera"):
+        from std_msgs.msg import Header
+
+        self.sec += 1
+        h = Header(frame_id=frame_id)
+        h.stamp.sec, h.stamp.nanosec = self.sec, 123
+        return h
+
+    def publish_image(self, rgb: np.ndarray, encoding: str = "rgb8", header=None):
+        header = header or self.next_header()
+        if encoding == "bgr8":
+            data = rgb[..., ::-1]
+        elif encoding == "rgba8":
+            data = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+        elif encoding == "bgra8":
+            data = np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 255, np.uint8)])
+        elif encoding == "mono8":
+            data = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        else:
+            data = rgb
+        msg = fill_image_msg(Image(), data, encoding)
+        msg.header = header
+        self.image_pub.publish(msg)
+        self.sent[stamp_key(header.stamp)] = rgb
+        return header
+
+    def publish_raw(self, msg) -> None:
+        msg.header = self.next_header()
+        self.image_pub.publish(msg)
+
+    def diag_int(self, key: str) -> int:
+        return int(self.diag.get(key, "0"))
+
+    def results_for(self, target_id: str):
+        return [m for _, m in self.results if any(o.target_id == target_id for o in m.objects)]
+
+    def close(self) -> None:
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
+
+
+def point_prompt(header, x, y, target_id="", multimask=True, label=1) -> Prompt:
+    p = Prompt(header=header, target_id=target_id, multimask=multimask)
+    p.points = [Point(x=float(x), y=float(y), z=0.0)]
+    p.labels = [label]
+    return p
+
+
+def box_prompt(header, box, target_id="") -> Prompt:
+    p = Prompt(header=header, target_id=target_id, has_box=True, multimask=False)
+    p.box = [float(v) for v in box]
+    return p
+
+
+def full_mask(obj, height, width) -> np.ndarray:
+    out = np.zeros((height, width), bool)
+    if obj.area:
+        crop = np.frombuffer(obj.mask.data, np.uint8).reshape(obj.mask.height, obj.mask.width) > 0
+        out[obj.bbox.y_offset:obj.bbox.y_offset + crop.shape[0], obj.bbox.x_offset:obj.bbox.x_offset + crop.shape[1]] = crop
+    return out
+
+
+@pytest.fixture(scope="module")
+def context():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture(scope="module")
+def node(context):
+    proc = NodeProcess(DOMAIN, params={"cache_size": 3, "prompt_wait_s": 2.0, "max_pending_prompts": 64})
+    assert proc.wait_for_log("listening on", 90), proc.log
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client(context, node):
+    c = Client(context)
+    # Discovery: wait until the node's subscriptions match our publishers.
+    assert c.wait(lambda: c.image_pub.get_subscription_count() > 0 and c.prompt_pub.get_subscription_count() > 0
+                  and c.prompts_pub.get_subscription_count() > 0, 30), node.log
+    yield c
+    c.close()
+
+
+def _stream(client, seq, start, count, rate=8.0):
+    headers = []
+    for t in range(start, start + count):
+        headers.append(client.publish_image(seq.frame(t).image))
+        client.spin(1.0 / rate)
+    return headers
+
+
+def test_click_target_is_segmented_on_every_later_frame(client, node):
+    seq = SceneSequence(11, height=480, width=640)
+    _stream(client, seq, 0, 3)
+    assert client.wait(lambda: client.diag_int("frames_encoded") >= 2, 30), node.log
+    scene = seq.frame(2)
+    wholes = [i for i in range(len(scene.masks)) if scene.level[i] == 0]
+    target = max(wholes, key=lambda i: scene.masks[i].sum())
+    (x, y), _ = farthest_from_boundary(scene.masks[target])
+    assert client.wait(lambda: client.click_pub.get_subscription_count() > 0, 10)
+    client.click_pub.publish(Point(x=float(x), y=float(y), z=0.0))
+    assert client.wait(lambda: client.results_for("click_1"), 20), node.log
+    first = client.results_for("click_1")[0]
+    obj = first.objects[0]
+    assert obj.source == "click" and len(obj.candidates) == 3 and 0 <= obj.chosen < 3
+    assert obj.iou == pytest.approx(obj.candidates[obj.chosen].iou)
+
+    n_before = len(client.results_for("click_1"))
+    headers = _stream(client, seq, 3, 12, rate=5.0)
+    assert client.wait(lambda: len(client.results_for("click_1")) >= n_before + len(headers), 30), node.log
+    tracked = [m for m in client.results_for("click_1")[n_before:]]
+    sent_keys = {stamp_key(h.stamp): h for h in headers}
+    got_keys = [stamp_key(m.header.stamp) for m in tracked]
+    # Every frame published after the click (none dropped at 5 Hz) got a result for the target.
+    assert set(sent_keys) <= set(got_keys)
+    ious = []
+    for m in tracked:
+        h = sent_keys[stamp_key(m.header.stamp)]
+        assert m.header.frame_id == h.frame_id == "camera"
+        assert (m.height, m.width) == (480, 640)
+        o = m.objects[0]
+        assert o.source == "target" and o.chosen == -1
+        assert math.isfinite(o.iou) and 0.0 <= o.stability <= 1.0
+        assert o.area == int((np.frombuffer(o.mask.data, np.uint8) > 0).sum())
+        assert o.bbox.x_offset + o.bbox.width <= 640 and o.bbox.y_offset + o.bbox.height <= 480
+        t = 3 + headers.index(h)
+        gt = seq.frame(t)
+        seg = np.flatnonzero(gt.segment_id == scene.segment_id[target])
+        if seg.size:
+            mask = full_mask(o, 480, 640)
+            ious.append((mask & gt.masks[seg[0]]).sum() / max(1, (mask | gt.masks[seg[0]]).sum()))
+    # Overlays carry the source frame's header too.
+    assert client.wait(lambda: any(stamp_key(o.header.stamp) in sent_keys for o in client.overlays), 10)
+    if default_weights() is not None:
+        assert np.mean(ious) > 0.6, ious
+
+
+def test_prompt_array_of_boxes_decodes_on_the_named_frame(client, node):
+    seq = SceneSequence(5, height=480, width=640)
+    headers = _stream(client, seq, 0, 3)
+    assert client.wait(lambda: client.diag_int("frames_encoded") >= 5, 30)
+    h = headers[1]
+    scene = seq.frame(1)
+    boxes = []
+    for i in range(len(scene.masks)):
+        if scene.level[i] == 0 and len(boxes) < 3:
+            ys, xs = np.nonzero(scene.masks[i])
+            boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    msg = PromptArray(header=h, prompts=[box_prompt(h, b) for b in boxes])
+    n = len(client.results)
+    client.prompts_pub.publish(msg)
+    assert client.wait(lambda: any(len(m.objects) == len(boxes) and m.objects[0].source == "prompt"
+                                   for _, m in client.results[n:]), 20), node.log
+    res = next(m for _, m in client.results[n:] if len(m.objects) == len(boxes))
+    assert stamp_key(res.header.stamp) == stamp_key(h.stamp) and res.header.frame_id == h.frame_id
+    assert res.encoder_ms == 0.0 and res.decoder_ms > 0
+    assert all(o.chosen == -1 and o.area > 0 for o in res.objects)
+
+
+def _bad_image(kind: str) -> Image:
+    m = Image(height=48, width=64, encoding="rgb8", step=64 * 3)
+    m.data = bytes(48 * 64 * 3)
+    if kind == "step":
+        m.step = 10
+    elif kind == "short":
+        m.data = bytes(100)
+    elif kind == "encoding":
+        m.encoding = "foo8"
+    elif kind == "empty":
+        m.height = m.width = 0
+        m.data = b""
+    return m
+
+
+def _decode_one(client, header) -> bool:
+    """Ask for one mask on `header`'s frame and wait for it."""
+    n = len(client.results)
+    client.prompt_pub.publish(point_prompt(header, 100, 100, multimask=False))
+    return client.wait(lambda: any(stamp_key(m.header.stamp) == stamp_key(header.stamp) for _, m in client.results[n:]), 15)
+
+
+@pytest.mark.parametrize("kind", ["step", "short", "encoding", "empty"])
+def test_malformed_images_are_reported_and_node_keeps_serving(client, node, kind):
+    client.clear_pub.publish(String(data=""))
+    before = client.diag_int("image_errors")
+    client.publish_raw(_bad_image(kind))
+    assert client.wait(lambda: client.diag_int("image_errors") > before, 15), node.log
+    assert node.proc.poll() is None
+    h = client.publish_image(SceneSequence(3).frame(0).image)
+    assert _decode_one(client, h), node.log
+
+
+@pytest.mark.parametrize("case", ["outside", "nan", "box_inverted", "stale_frame"])
+def test_bad_prompts_are_reported_and_node_keeps_serving(client, node, case):
+    seq = SceneSequence(9, height=480, width=640)
+    headers = _stream(client, seq, 0, 5, rate=4.0)
+    before = client.diag_int("prompt_errors")
+    h = headers[-1]
+    if case == "outside":
+        bad = point_prompt(h, 5000, 10)
+    elif case == "nan":
+        bad = point_prompt(h, float("nan"), 10)
+    elif case == "box_inverted":
+        bad = box_prompt(h, (300, 100, 200, 200))
+    else:
+        bad = point_prompt(headers[0], 100, 100)  # cache holds 3 frames: frame 0 is gone
+    client.prompt_pub.publish(bad)
+    assert client.wait(lambda: client.diag_int("prompt_errors") > before, 15), node.log
+    assert node.proc.poll() is None
+    assert _decode_one(client, h), node.log
+
+
+def test_prompt_burst_is_bounded_and_node_keeps_serving(client, node):
+    """2000 prompts at once: the node bounds its queue (drops and counts the excess) and keeps
+    serving the camera and new prompts while the burst is still arriving."""
+    seq = SceneSequence(4, height=480, width=640)
+    headers = _stream(client, seq, 0, 2)
+    assert client.wait(lambda: client.diag_int("frames_encoded") > 0, 20)
+    encoded_before = client.diag_int("frames_encoded")
+    burst_pub = client.node.create_publisher(Prompt, "prompt", 3000)
+    assert client.wait(lambda: burst_pub.get_subscription_count() > 0, 10)
+    for i in range(2000):
+        burst_pub.publish(point_prompt(headers[-1], 10 + i % 600, 20 + i % 400, multimask=False))
+    # Other inputs are still served during the burst: a new frame is encoded and a prompt for it
+    # (on the array topic) gets its result.
+    h = client.publish_image(seq.frame(5).image)
+    n = len(client.results)
+    client.prompts_pub.publish(PromptArray(header=h, prompts=[point_prompt(h, 320, 240, multimask=False)]))
+    assert client.wait(lambda: any(stamp_key(m.header.stamp) == stamp_key(h.stamp) for _, m in client.results[n:]), 30), \
+        (client.diag, node.log[-2000:])
+    assert client.diag_int("frames_encoded") > encoded_before
+    assert client.wait(lambda: client.diag_int("prompts_dropped") > 0, 30), client.diag
+    assert node.proc.poll() is None
+    # One PromptArray with 500 objects: decoded in bounded chunks, published as one result.
+    n = len(client.results)
+    big = PromptArray(header=h, prompts=[point_prompt(h, 5 + i % 630, 5 + (7 * i) % 470, multimask=False)
+                                         for i in range(500)])
+    client.prompts_pub.publish(big)
+    assert client.wait(lambda: any(len(m.objects) == 500 for _, m in client.results[n:]), 120), node.log[-2000:]
+    assert node.proc.poll() is None
+    # The backlog drains (bounded work): nothing pending and nothing more arriving.
+    seen = []
+
+    def drained():
+        now = time.monotonic()
+        seen.append((now, client.diag_int("prompts_received"), client.diag_int("pending_prompt_requests")))
+        old = [r for t, r, _ in seen if t < now - 3.0]
+        return bool(old) and seen[-1][2] == 0 and old[-1] == seen[-1][1]
+
+    assert client.wait(drained, 180), (seen[-1], client.diag)
+
+
+
+def test_camera_restart_with_another_resolution(client, node):
+    client.clear_pub.publish(String(data=""))
+    small = SceneSequence(2, height=480, width=640)
+    h = client.publish_image(small.frame(0).image)
+    assert _decode_one(client, h)
+    big = SceneSequence(2, height=720, width=1280)
+    h2 = client.publish_image(big.frame(0).image)
+    assert client.wait(lambda: _decode_one(client, h2), 30), node.log
+    res = [m for _, m in client.results if stamp_key(m.header.stamp) == stamp_key(h2.stamp)][-1]
+    assert (res.height, res.width) == (720, 1280)
+    assert "resolution changed" in node.log
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "bgra8", "mono8"])
+def test_image_encodings(client, node, encoding):
+    h = client.publish_image(SceneSequence(6).frame(0).image, encoding=encoding)
+    assert _decode_one(client, h), node.log
+
+
+def test_clear_targets_by_topic_and_service(client, node):
+    seq = SceneSequence(12, height=480, width=640)
+    headers = _stream(client, seq, 0, 2)
+    client.prompt_pub.publish(point_prompt(headers[-1], 320, 240, target_id="keep_me"))
+    assert client.wait(lambda: client.results_for("keep_me"), 20)
+    client.clear_pub.publish(String(data="keep_me"))
+    client.spin(1.0)
+    n = len(client.results_for("keep_me"))
+    later = _stream(client, seq, 2, 3)
+    client.spin(1.0)
+    assert len(client.results_for("keep_me")) == n  # cleared: no more results
+    client.prompt_pub.publish(point_prompt(later[-1], 320, 240, target_id="again"))
+    assert client.wait(lambda: client.results_for("again"), 20)
+    assert client.clear_cli.wait_for_service(timeout_sec=10)
+    fut = client.clear_cli.call_async(Trigger.Request())
+    assert client.wait(lambda: fut.done(), 10)
+    assert fut.result().success and "1" in fut.result().message
+
+
+def test_latest_frame_wins_under_a_fast_camera(client, node):
+    """A camera far faster than the encoder: frames are dropped and counted, latency stays flat,
+    and memory does not grow over a few thousand frames."""
+    client.clear_pub.publish(String(data=""))
+    seq = SceneSequence(21, height=480, width=640)
+    frames = [seq.frame(t).image for t in range(8)]
+    h = client.publish_image(frames[0])
+    client.prompt_pub.publish(point_prompt(h, 320, 240, target_id="fast"))
+    assert client.wait(lambda: client.results_for("fast"), 20), node.log[-2000:]
+    dropped0 = client.diag_int("frames_dropped")
+    rss = []
+    n_results0 = len(client.results_for("fast"))
+    total = 2500
+    t0 = time.monotonic()
+    for i in range(total):
+        client.publish_image(frames[i % len(frames)])
+        client.executor.spin_once(timeout_sec=0.0)
+        time.sleep(0.004)
+        if i in (300, total - 1):
+            rss.append(node.rss_mb())
+    rate = total / (time.monotonic() - t0)
+    client.spin(2.0)
+    lat = [m.latency_ms for m in client.results_for("fast")[n_results0:]]
+    assert rate > 60, f"camera only reached {rate:.0f} Hz"
+    assert client.diag_int("frames_dropped") - dropped0 > total // 2, client.diag
+    assert len(lat) > 20
+    early, late = np.median(lat[5:25]), np.median(lat[-20:])
+    assert late < 2 * early + 100, (early, late)  # no queue builds up behind the encoder
+    assert rss[1] - rss[0] < 60, rss  # MB
+
+
+def test_compressed_transport_and_corrupt_jpeg():
+    # Its own DDS domain, so the module's node does not see (and answer) these prompts.
+    domain = DOMAIN + 2
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    proc = NodeProcess(domain, params={"image_transport": "compressed", "image_topic": "cam2"}, name="sam_jpeg")
+    try:
+        assert proc.wait_for_log("listening on", 90), proc.log
+        c = Client(context, node_name="sam_jpeg", image_topic="cam2")
+        assert c.wait(lambda: c.jpeg_pub.get_subscription_count() > 0, 30)
+        rgb = SceneSequence(8).frame(0).image
+        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        msg = CompressedImage(format="jpeg", header=c.next_header())
+        msg.data = jpg.tobytes()
+        c.jpeg_pub.publish(msg)
+        assert _decode_one(c, msg.header), proc.log
+        bad = CompressedImage(format="jpeg", header=c.next_header())
+        bad.data = jpg.tobytes()[: len(jpg) // 3] + b"garbage"
+        before = c.diag_int("image_errors")
+        c.jpeg_pub.publish(bad)
+        assert c.wait(lambda: c.diag_int("image_errors") > before, 15), proc.log
+        assert "decode" in proc.log
+        msg.header = c.next_header()
+        c.jpeg_pub.publish(msg)
+        assert _decode_one(c, msg.header), proc.log
+        c.close()
+    finally:
+        proc.stop()
+        rclpy.shutdown(context=context)
+
+
+@pytest.mark.parametrize("content", ["missing", "garbage"])
+def test_bad_checkpoint_fails_at_startup_naming_the_file(tmp_path, content):
+    path = tmp_path / "sam_vit_b.pth"
+    if content == "garbage":
+        path.write_bytes(os.urandom(4096))
+    proc = NodeProcess(DOMAIN + 1, params={"checkpoint": str(path)}, name="sam_bad")
+    try:
+        proc.proc.wait(timeout=60)
+    finally:
+        proc.stop()
+    proc._reader.join(timeout=5)
+    assert proc.proc.returncode == 2
+    assert str(path) in proc.log
+    assert ("not found" if content == "missing" else "cannot read checkpoint") in proc.log
