@@ -1,0 +1,143 @@
+"""Model and predictor speed, ours next to Meta's reference `segment-anything`, in the same run.
+
+Both sides get the same random ViT-B weights and the same preprocessed input. Reports medians and
+the ratio ours / reference (these machines are noisy: compare ratios, not seconds). Peak memory is
+measured in a fresh subprocess per side (ru_maxrss after set_image + one prediction).
+
+    python benchmarks/bench_model.py            # everything (about 4 minutes on 2 cores)
+    python benchmarks/bench_model.py --quick    # fewer repetitions
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+
+def timeit(fn, reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def build_pair():
+    import reference
+
+    sa = reference.segment_anything()
+    from sam_ros.model.build import build_sam
+
+    ref = sa.sam_model_registry["vit_b"]().eval()
+    torch.manual_seed(0)
+    sd = {k: (torch.randn_like(v) * 0.02 if v.is_floating_point() else v) for k, v in ref.state_dict().items()}
+    ref.load_state_dict(sd)
+    ours = build_sam("vit_b")
+    ours.load_state_dict(sd)
+    return sa, ref, ours
+
+
+def memory_probe(side: str) -> None:
+    """Subprocess entry: a ViT-B predictor on a 480x640 frame, then print peak RSS (MB)."""
+    import reference
+
+    from sam_ros.engine import transforms
+
+    image = (np.random.default_rng(0).random((480, 640, 3)) * 255).astype(np.uint8)
+    tensor = transforms.image_to_tensor(transforms.resize_longest_side(image, 1024))
+    if side == "reference":
+        sa = reference.segment_anything()
+        p = sa.SamPredictor(sa.sam_model_registry["vit_b"]().eval())
+        p.set_torch_image(tensor, image.shape[:2])
+        p.predict(point_coords=np.array([[320, 240]]), point_labels=np.array([1]))
+    else:
+        from sam_ros.engine.predictor import SamPredictor
+        from sam_ros.model.build import build_sam
+
+        p = SamPredictor(build_sam("vit_b"))
+        p.set_torch_image(tensor, image.shape[:2])
+        p.predict(point_coords=np.array([[320, 240]]), point_labels=np.array([1]))
+    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--memory-probe", choices=["reference", "ours"])
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    if args.memory_probe:
+        memory_probe(args.memory_probe)
+        return 0
+    reps_enc = 1 if args.quick else 3
+    reps_dec = 5 if args.quick else 20
+    torch.set_grad_enabled(False)
+    sa, ref, ours = build_pair()
+    from sam_ros.engine import transforms
+    from sam_ros.engine.predictor import SamPredictor
+
+    rows = []
+
+    def row(name, t_ref, t_ours, note=""):
+        rows.append({"case": name, "reference_s": t_ref, "ours_s": t_ours, "ratio": t_ours / t_ref, "note": note})
+        print(f"{name:44s} reference {t_ref * 1000:9.1f} ms   ours {t_ours * 1000:9.1f} ms   ratio {t_ours / t_ref:5.2f} {note}",
+              flush=True)
+
+    x = torch.randn(1, 3, 1024, 1024)
+    t_ref32 = timeit(lambda: ref.image_encoder(x), reps_enc)
+    t_ours32 = timeit(lambda: ours.image_encoder(x), reps_enc)
+    err = (ref.image_encoder(x) - ours.image_encoder(x)).abs().max().item()
+    row("ViT-B encoder fp32", t_ref32, t_ours32, f"(max |diff| {err:.1e})")
+    ours_bf = SamPredictor(ours, encoder_dtype="bf16").model.image_encoder
+    t_ours16 = timeit(lambda: ours_bf(x.to(torch.bfloat16)), reps_enc)
+    row("ViT-B encoder bf16 (vs reference fp32)", t_ref32, t_ours16)
+    ours.float()
+
+    image = (np.random.default_rng(0).random((480, 640, 3)) * 255).astype(np.uint8)
+    tensor = transforms.image_to_tensor(transforms.resize_longest_side(image, 1024))
+    rp = sa.SamPredictor(ref)
+    rp.set_torch_image(tensor, image.shape[:2])
+    op = SamPredictor(ours)
+    op.set_torch_image(tensor, image.shape[:2])
+    pt, lb = np.array([[320.0, 240.0]]), np.array([1])
+    row("1 point, decoder + postprocess, 480x640",
+        timeit(lambda: rp.predict(point_coords=pt, point_labels=lb), reps_dec),
+        timeit(lambda: op.predict(point_coords=pt, point_labels=lb), reps_dec), "(multimask)")
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 400, (16, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(40, 200, (16, 2))], 1).clip(0, 639)
+    boxes_t = torch.as_tensor(rp.transform.apply_boxes(boxes, image.shape[:2]), dtype=torch.float)
+    row("16 boxes, decoder + postprocess, 480x640",
+        timeit(lambda: rp.predict_torch(None, None, boxes_t, multimask_output=False), max(3, reps_dec // 4)),
+        timeit(lambda: op.predict(box=boxes, multimask_output=False), max(3, reps_dec // 4)), "(single mask each)")
+
+    mem = {}
+    for side in ("reference", "ours"):
+        out = subprocess.run([sys.executable, __file__, "--memory-probe", side], capture_output=True, text=True,
+                             cwd=ROOT)
+        mem[side] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+    print(f"{'peak memory, ViT-B predictor process':44s} reference {mem['reference']:9.0f} MB   ours {mem['ours']:9.0f} MB"
+          f"   ratio {mem['ours'] / mem['reference']:5.2f}")
+    rows.append({"case": "peak memory MB", "reference": mem["reference"], "ours": mem["ours"]})
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
