@@ -12,7 +12,6 @@ Measures (embedded default model, CPU):
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Dict, Tuple, Union
 
-import torch
 from torch import nn
 
 from .image_encoder import ImageEncoderViT

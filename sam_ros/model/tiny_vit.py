@@ -6,7 +6,7 @@ patch merging keeps the resolution, so the output grid is img_size / 16 (64 x 64
 by the same 256-channel neck as SAM's ViT. Parameter names follow MobileSAM's ``mobile_sam.pt``
 (including the unused classification head), so that file loads unchanged.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -6,7 +6,6 @@ score the node's masks. Run standalone:
 """
 import sys
 import threading
-import time
 from typing import Dict, Optional
 
 import rclpy

@@ -7,7 +7,7 @@ missed the object (false negative) and background where it spilled over (false p
 Evaluation uses the deterministic protocol: each click at the pixel farthest from the boundary
 of the larger error region (the first click at the centre of the object).
 """
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
