@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,18 +21,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import median_time  # noqa: E402
 
 CASES = [("torch", "fp32"), ("torch", "bf16"), ("compile", "fp32"), ("compile", "bf16"), ("onnxruntime", "fp32")]
-
-
-def med(fn, reps):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def one_case(model_name: str, backend: str, dtype: str, cache: str) -> dict:
@@ -54,10 +45,10 @@ def one_case(model_name: str, backend: str, dtype: str, cache: str) -> dict:
         from sam_ros.engine import transforms
 
         x = transforms.image_to_tensor(transforms.resize_longest_side(image, 1024))
-        enc = med(lambda: p.set_torch_image(x, image.shape[:2]), 2)
+        enc = median_time(lambda: p.set_torch_image(x, image.shape[:2]), 2)
         boxes = torch.as_tensor(p.transform.apply_boxes(_boxes(), image.shape[:2]), dtype=torch.float)
-        one = med(lambda: p.predict(point_coords=np.array([[320.0, 240.0]]), point_labels=np.array([1])), 10)
-        many = med(lambda: p.predict_torch(None, None, boxes, multimask_output=False), 3)
+        one = median_time(lambda: p.predict(point_coords=np.array([[320.0, 240.0]]), point_labels=np.array([1])), 10)
+        many = median_time(lambda: p.predict_torch(None, None, boxes, multimask_output=False), 3)
     else:
         m = build_sam(model_name)
         m.load_state_dict(randomize_state_dict(m.state_dict(), 0))
@@ -65,10 +56,10 @@ def one_case(model_name: str, backend: str, dtype: str, cache: str) -> dict:
         p = make_predictor(m, backend=backend, encoder_dtype=dtype, cache_dir=cache)
         p.encode(image)  # builds / compiles / exports on first use
         setup = time.perf_counter() - t
-        enc = med(lambda: p.encode(image), 2)
+        enc = median_time(lambda: p.encode(image), 2)
         emb = p.encode(image)
-        one = med(lambda: p.decode(emb, np.array([[320.0, 240.0]]), np.array([1])), 10)
-        many = med(lambda: p.decode(emb, box=_boxes(), multimask_output=False), 3)
+        one = median_time(lambda: p.decode(emb, np.array([[320.0, 240.0]]), np.array([1])), 10)
+        many = median_time(lambda: p.decode(emb, box=_boxes(), multimask_output=False), 3)
     out = {"encoder_s": enc, "one_point_s": one, "16_boxes_s": many,
            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if backend != "reference":

@@ -11,10 +11,8 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
@@ -22,17 +20,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-
-def timeit(fn, reps: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import median_time  # noqa: E402
 
 
 def build_pair():
@@ -97,12 +86,12 @@ def main() -> int:
               flush=True)
 
     x = torch.randn(1, 3, 1024, 1024)
-    t_ref32 = timeit(lambda: ref.image_encoder(x), reps_enc)
-    t_ours32 = timeit(lambda: ours.image_encoder(x), reps_enc)
+    t_ref32 = median_time(lambda: ref.image_encoder(x), reps_enc)
+    t_ours32 = median_time(lambda: ours.image_encoder(x), reps_enc)
     err = (ref.image_encoder(x) - ours.image_encoder(x)).abs().max().item()
     row("ViT-B encoder fp32", t_ref32, t_ours32, f"(max |diff| {err:.1e})")
     ours_bf = SamPredictor(ours, encoder_dtype="bf16").model.image_encoder
-    t_ours16 = timeit(lambda: ours_bf(x.to(torch.bfloat16)), reps_enc)
+    t_ours16 = median_time(lambda: ours_bf(x.to(torch.bfloat16)), reps_enc)
     row("ViT-B encoder bf16 (vs reference fp32)", t_ref32, t_ours16)
     ours.float()
 
@@ -114,15 +103,15 @@ def main() -> int:
     op.set_torch_image(tensor, image.shape[:2])
     pt, lb = np.array([[320.0, 240.0]]), np.array([1])
     row("1 point, decoder + postprocess, 480x640",
-        timeit(lambda: rp.predict(point_coords=pt, point_labels=lb), reps_dec),
-        timeit(lambda: op.predict(point_coords=pt, point_labels=lb), reps_dec), "(multimask)")
+        median_time(lambda: rp.predict(point_coords=pt, point_labels=lb), reps_dec),
+        median_time(lambda: op.predict(point_coords=pt, point_labels=lb), reps_dec), "(multimask)")
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 400, (16, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(40, 200, (16, 2))], 1).clip(0, 639)
     boxes_t = torch.as_tensor(rp.transform.apply_boxes(boxes, image.shape[:2]), dtype=torch.float)
     row("16 boxes, decoder + postprocess, 480x640",
-        timeit(lambda: rp.predict_torch(None, None, boxes_t, multimask_output=False), max(3, reps_dec // 4)),
-        timeit(lambda: op.predict(box=boxes, multimask_output=False), max(3, reps_dec // 4)), "(single mask each)")
+        median_time(lambda: rp.predict_torch(None, None, boxes_t, multimask_output=False), max(3, reps_dec // 4)),
+        median_time(lambda: op.predict(box=boxes, multimask_output=False), max(3, reps_dec // 4)), "(single mask each)")
 
     mem = {}
     for side in ("reference", "ours"):

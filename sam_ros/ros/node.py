@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
 from rclpy.node import Node
@@ -39,6 +38,7 @@ from ..model.checkpoint import CheckpointError
 from ..msg import MaskCandidate, ObjectMask, Prompt as PromptMsg, PromptArray, SegmentationResult
 from . import conversions as conv
 from .params import NodeParams, declare_parameters
+from .spin import run_node
 
 # Prompts: reliable, with a deep reader history so a burst is taken in (and bounded by our own
 # queue, which drops and counts the excess) rather than held back by DDS flow control.
@@ -538,21 +538,7 @@ class SamNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = SamNode()
-    except (CheckpointError, RuntimeError, ValueError) as e:
-        print(f"[sam_ros] cannot start: {e}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(SamNode, args, startup_errors=(CheckpointError, RuntimeError, ValueError))
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ import sys
 import threading
 from typing import Dict, Optional
 
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..data.scenes import Scene, SceneSequence
 from . import conversions as conv
+from .spin import run_node
 
 
 class SyntheticCamera(Node):
@@ -73,16 +73,7 @@ class SyntheticCamera(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = SyntheticCamera()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(SyntheticCamera, args)
 
 
 if __name__ == "__main__":
