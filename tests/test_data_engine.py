@@ -130,3 +130,23 @@ def test_ros2_bag_end_to_end_with_a_broken_message(tmp_path):
     # The JPEG (quality 95) of the bag's first frame, not of another one.
     assert np.abs(stored.astype(int) - frames[0]).mean() < 8 < np.abs(stored.astype(int) - frames[2]).mean()
     shutil.rmtree(out)
+
+
+def test_data_engine_output_is_a_training_dataset(tmp_path):
+    """The SA-1B layout the engine writes is what the trainer reads (fine-tuning on own footage)."""
+    from sam_ros.training.datasets import MaskJsonDataset
+
+    src = tmp_path / "images"
+    src.mkdir()
+    for i, img in enumerate(_frames(3)):
+        cv2.imwrite(str(src / f"f{i}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    assert data_engine.main([str(src), "--out", str(out)] + ARGS) == 0
+    data = MaskJsonDataset(str(out))
+    records = _dataset(out)
+    assert len(data) == sum(1 for r in records.values() if r["annotations"])
+    sample = data.sample(0)
+    rec = records[f"{data.records[0]['id']}.json"]
+    assert sample.image.shape[:2] == (rec["image"]["height"], rec["image"]["width"])
+    assert len(sample.masks) == len([a for a in rec["annotations"] if a["area"] >= 16])
+    assert all(m.sum() >= 16 for m in sample.masks)

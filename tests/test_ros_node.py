@@ -30,6 +30,7 @@ from ros_helpers import NodeProcess, spin_until  # noqa: E402
 pytestmark = pytest.mark.ros
 
 DOMAIN = 40 + os.getpid() % 150
+AUTO_IOU, AUTO_STAB = 0.5, 0.6
 
 
 class Client:
@@ -141,7 +142,10 @@ def context():
 
 @pytest.fixture(scope="module")
 def node(context):
-    proc = NodeProcess(DOMAIN, params={"cache_size": 3, "prompt_wait_s": 2.0, "max_pending_prompts": 64})
+    proc = NodeProcess(DOMAIN, params={"cache_size": 3, "prompt_wait_s": 2.0, "max_pending_prompts": 64,
+                                       # thresholds for the shipped tiny model (see its model card); SAM's
+                                       # 0.88 / 0.95 suit official checkpoints
+                                       "auto_pred_iou_thresh": AUTO_IOU, "auto_stability_thresh": AUTO_STAB})
     assert proc.wait_for_log("listening on", 90), proc.log
     yield proc
     proc.stop()
@@ -441,3 +445,23 @@ def test_bad_checkpoint_fails_at_startup_naming_the_file(tmp_path, content):
     assert proc.proc.returncode == 2
     assert str(path) in proc.log
     assert ("not found" if content == "missing" else "cannot read checkpoint") in proc.log
+
+
+def test_segment_everything_service_publishes_automatic_masks(client, node):
+    seq = SceneSequence(13, height=480, width=640)
+    headers = _stream(client, seq, 0, 2)
+    assert client.wait(lambda: client.diag_int("frames_encoded") > 0, 20)
+    cli = client.node.create_client(Trigger, "/sam_ros/segment_everything")
+    assert cli.wait_for_service(timeout_sec=10)
+    n = len(client.results)
+    fut = cli.call_async(Trigger.Request())
+    assert client.wait(lambda: fut.done(), 10) and fut.result().success
+    assert client.wait(lambda: any(m.objects and m.objects[0].source == "auto" for _, m in client.results[n:]), 60), \
+        node.log[-2000:]
+    res = next(m for _, m in client.results[n:] if m.objects and m.objects[0].source == "auto")
+    assert stamp_key(res.header.stamp) in [stamp_key(h.stamp) for h in headers]
+    ids = [o.target_id for o in res.objects]
+    assert len(set(ids)) == len(ids) and all(i.startswith("auto/") for i in ids)
+    areas = [o.area for o in res.objects]
+    assert areas == sorted(areas, reverse=True) and all(a > 0 for a in areas)
+    assert all(o.iou > AUTO_IOU and o.stability >= AUTO_STAB for o in res.objects)  # the configured filters
