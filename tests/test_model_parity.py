@@ -230,6 +230,32 @@ def test_predict_torch_batch_of_points_and_masks(pair):
                            mask_input=mask_input)
 
 
+@pytest.mark.parametrize("b,bi,n", [(1, 1, 7), (4, 1, 7), (4, 4, 7), (3, 3, 20), (1, 1, 16), (2, 1, 3)])
+def test_cross_attention_orders_agree(b, bi, n):
+    """The decoder's cross attentions pick the cheaper of two equal evaluation orders by shape
+    (see sam_ros/model/transformer.py); both must equal plain multi-head attention, forwards and
+    backwards (training uses the same code), in every combination that the shapes select."""
+    from sam_ros.model.transformer import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(256, 8, downsample_rate=2).double()
+    for p in attn.parameters():  # non-zero biases, so that the folded bias terms are exercised
+        torch.nn.init.normal_(p, std=0.1)
+    image = torch.randn(bi, 64, 256, dtype=torch.float64, requires_grad=True)
+    tokens = torch.randn(b, n, 256, dtype=torch.float64, requires_grad=True)
+    residual = torch.randn(bi, 64, 256, dtype=torch.float64)
+    for ours, plain in [(attn.attend_image(tokens, image, image * 0.5), attn(tokens, image, image * 0.5)),
+                        (attn.attend_tokens(image, tokens, tokens * 0.5), attn(image, tokens, tokens * 0.5)),
+                        (attn.attend_tokens(image, tokens, tokens, residual=residual),
+                         residual + attn(image, tokens, tokens))]:
+        assert ours.shape == plain.shape
+        torch.testing.assert_close(ours, plain, rtol=0, atol=1e-10)
+        g_ours = torch.autograd.grad(ours.square().sum(), [image, tokens, attn.q_proj.weight])
+        g_plain = torch.autograd.grad(plain.square().sum(), [image, tokens, attn.q_proj.weight])
+        for a, e in zip(g_ours, g_plain):
+            torch.testing.assert_close(a, e, rtol=0, atol=1e-9)
+
+
 # ---- other input sizes --------------------------------------------------------------------
 
 def test_vit_at_img_size_512_matches_reference():

@@ -181,9 +181,9 @@ class SamPredictor:
             stream = torch.cuda.current_stream(self.device)
             stream.wait_event(embedding.ready)
             embedding.features.record_stream(stream)
-        low_res, iou = self._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input)
         sl = slice(1, None) if multimask_output else slice(0, 1)
-        low_res, iou = low_res[:, sl].float(), iou[:, sl].float()
+        low_res, iou = self._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input, sl)
+        low_res, iou = low_res.float(), iou.float()
         threshold = self.model.mask_threshold
         if not full_resolution:
             stab = stability_score(low_res, threshold, self.stability_offset)
@@ -193,9 +193,10 @@ class SamPredictor:
         masks = logits if return_logits else logits > threshold
         return TorchMaskPrediction(masks, iou, low_res, stab)
 
-    def _decode_low_res(self, embedding: ImageEmbedding, point_coords, point_labels, boxes, mask_input):
-        """Prompt encoder + mask decoder: all 4 mask tokens' low-res logits (B x 4 x L x L) and
-        IoU predictions (B x 4). Backends override this."""
+    def _decode_low_res(self, embedding: ImageEmbedding, point_coords, point_labels, boxes, mask_input,
+                        tokens: slice = slice(None)):
+        """Prompt encoder + mask decoder: low-res logits (B x M x L x L) and IoU predictions (B x M)
+        of the mask tokens selected by `tokens` (default all 4). Backends override this."""
         points = None
         if point_coords is not None:
             points = (point_coords.to(self.device), point_labels.to(self.device))
@@ -204,7 +205,7 @@ class SamPredictor:
         if mask_input is not None:
             mask_input = mask_input.to(self.device, self.decoder_dtype)
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        return self.model.mask_decoder.predict_masks(embedding.features, self._dense_pe, sparse, dense)
+        return self.model.mask_decoder.predict_masks(embedding.features, self._dense_pe, sparse, dense, tokens)
 
     # ---- decoding (numpy) -----------------------------------------------------------------
     def decode(

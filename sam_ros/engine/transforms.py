@@ -84,6 +84,15 @@ def _upscale_taps(low_res: int, img_size: int, input_len: int, out_len: int) -> 
     return index, weight.float()
 
 
+@lru_cache(maxsize=64)
+def _upscale_matrix(low_res: int, img_size: int, input_len: int, out_len: int) -> torch.Tensor:
+    """The same 1-D map as _upscale_taps as a dense low_res x out_len float32 matrix (x @ M)."""
+    index, weight = _upscale_taps(low_res, img_size, input_len, out_len)
+    m = torch.zeros(out_len, low_res, dtype=torch.float64)
+    m.scatter_add_(1, index, weight.double())
+    return m.t().float().contiguous()
+
+
 def postprocess_masks(
     low_res: torch.Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int], img_size: int
 ) -> torch.Tensor:
@@ -91,21 +100,19 @@ def postprocess_masks(
 
     Equal (to float rounding) to SAM's reference: bilinear upscale to img_size x img_size, crop
     the padding to input_size, bilinear resize to original_size. Both steps are separable linear
-    maps, so their composition is applied directly as a few taps per output row and column,
-    never materialising the 1024 x 1024 intermediate.
+    maps, so their composition is applied directly (a matrix product for the columns, a few taps
+    per output row for the rows), never materialising the 1024 x 1024 intermediate.
     """
     low = low_res.shape[-1]
     idx_h, w_h = _upscale_taps(low, img_size, input_size[0], original_size[0])
-    idx_w, w_w = _upscale_taps(low, img_size, input_size[1], original_size[1])
     x = low_res.float()
     dev = x.device
-    idx_h, w_h, idx_w, w_w = idx_h.to(dev), w_h.to(dev), idx_w.to(dev), w_w.to(dev)
-    rows = None
+    # Columns first, on the low-res rows: one matrix product with the (sparse-valued) column map.
+    x = x @ _upscale_matrix(low, img_size, input_size[1], original_size[1]).to(dev)
+    # Then rows: each output row is a few whole (contiguous) input rows, weighted.
+    idx_h, w_h = idx_h.to(dev), w_h.to(dev)
+    out = None
     for k in range(idx_h.shape[1]):
         term = x.index_select(-2, idx_h[:, k]) * w_h[:, k, None]
-        rows = term if rows is None else rows.add_(term)
-    out = None
-    for k in range(idx_w.shape[1]):
-        term = rows.index_select(-1, idx_w[:, k]) * w_w[:, k]
         out = term if out is None else out.add_(term)
     return out

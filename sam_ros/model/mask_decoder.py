@@ -64,11 +64,10 @@ class MaskDecoder(nn.Module):
         Returns:
             low-res mask logits B x M x 4h x 4w and IoU predictions B x M (M = 3 or 1).
         """
-        masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-        )
         sl = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, sl], iou_pred[:, sl]
+        return self.predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, outputs=sl
+        )
 
     def predict_masks(
         self,
@@ -76,27 +75,47 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        outputs: slice = slice(None),
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """All mask tokens: logits B x 4 x 4h x 4w and IoU predictions B x 4."""
+        """Logits B x M x 4h x 4w and IoU predictions B x M of the mask tokens selected by `outputs`
+        (default all 4: single-mask token first, then the 3 ambiguity tokens)."""
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
 
         src = image_embeddings + dense_prompt_embeddings  # broadcasts; no per-prompt copy
-        _, c, h, w = src.shape
+        h, w = src.shape[-2:]
         hs, src = self.transformer(src, image_pe, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
-        src = src.transpose(1, 2).reshape(b, c, h, w)
-        upscaled = self.output_upscaling(src)
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
-        _, uc, uh, uw = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, uc, uh * uw)).view(b, -1, uh, uw)
-        iou_pred = self.iou_prediction_head(iou_token_out)
+        selected = range(self.num_mask_tokens)[outputs]
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in selected], dim=1)
+        masks = self._upscale_masks(src, hyper_in, h, w)
+        iou_pred = self.iou_prediction_head(iou_token_out)[:, outputs]
         return masks, iou_pred
+
+    def _upscale_masks(self, src: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """output_upscaling followed by the hypernetwork product, computed on image tokens in
+        channels-last layout: a 2x2 stride-2 transposed convolution is a per-pixel linear map to
+        2x2 sub-pixels, so both are plain matrix products with no layout copies; the pixels are put
+        in image order only at the end, on the few mask channels.
+
+        src: B x (h*w) x C tokens, hyper_in: B x M x C/8 -> B x M x 4h x 4w logits.
+        """
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        b = src.shape[0]
+        c1, c2 = up1.out_channels, up2.out_channels
+        # ConvTranspose2d weight (in, out, kh, kw) -> rows (kh, kw, out): sub-pixel (di, dj) major
+        y = F.linear(src, up1.weight.permute(2, 3, 1, 0).flatten(0, 2), up1.bias.repeat(4))
+        y = act1(F.layer_norm(y.view(b, h * w * 4, c1), (c1,), norm.weight, norm.bias, norm.eps))
+        y = F.linear(y, up2.weight.permute(2, 3, 1, 0).flatten(0, 2), up2.bias.repeat(4))
+        y = act2(y.view(b, h * w * 16, c2))
+        masks = hyper_in @ y.transpose(1, 2)  # B x M x (h*w*16), pixel (i, j, di, dj, ei, ej)
+        m = masks.shape[1]
+        # row 4i + 2di + ei, column 4j + 2dj + ej
+        masks = masks.view(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        return masks.reshape(b, m, 4 * h, 4 * w)
 
 
 class MLP(nn.Module):

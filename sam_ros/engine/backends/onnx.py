@@ -134,7 +134,7 @@ class OnnxPredictor(SamPredictor):
         (out,) = self._enc.run(None, {"image": x.float().cpu().numpy()})
         return torch.from_numpy(out)
 
-    def _decode_low_res(self, embedding, point_coords, point_labels, boxes, mask_input):
+    def _decode_low_res(self, embedding, point_coords, point_labels, boxes, mask_input, tokens=slice(None)):
         b = next(t.shape[0] for t in (point_coords, boxes, mask_input) if t is not None)
         coords: List[np.ndarray] = []
         labels: List[np.ndarray] = []
@@ -158,4 +158,4 @@ class OnnxPredictor(SamPredictor):
             low, iou = self._dec_mask.run(None, feeds)
         else:
             low, iou = self._dec.run(None, feeds)
-        return torch.from_numpy(low), torch.from_numpy(iou)
+        return torch.from_numpy(low)[:, tokens], torch.from_numpy(iou)[:, tokens]

@@ -96,16 +96,17 @@ class TensorRTPredictor(SamPredictor):
             self._decoders[with_mask] = compiled
         self.max_objects = max_objects
 
-    def _decode_low_res(self, embedding, point_coords, point_labels, boxes, mask_input):
+    def _decode_low_res(self, embedding, point_coords, point_labels, boxes, mask_input, tokens=slice(None)):
         b = next(t.shape[0] for t in (point_coords, boxes, mask_input) if t is not None)
         coords, labels = _prompt_tokens(b, point_coords, point_labels, boxes, self.device)
         if point_coords is None and boxes is None or b > self.max_objects or coords.shape[1] > MAX_POINTS:
             # Outside the engine's profile (mask-only prompts, very large batches): eager.
-            return super()._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input)
+            return super()._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input, tokens)
         args = [embedding.features, coords, labels]
         if mask_input is not None:
             args.append(mask_input.to(self.device, self.decoder_dtype))
-        return self._decoders[mask_input is not None](*args)
+        low, iou = self._decoders[mask_input is not None](*args)
+        return low[:, tokens], iou[:, tokens]
 
 
 def _prompt_tokens(b, point_coords, point_labels, boxes, device) -> Tuple[torch.Tensor, torch.Tensor]:
