@@ -2,7 +2,7 @@
 
 Both sides get the same random ViT-B weights and the same preprocessed input. Reports medians and
 the ratio ours / reference (these machines are noisy: compare ratios, not seconds). Peak memory is
-measured in a fresh subprocess per side (ru_maxrss after set_image + one prediction).
+measured in a fresh subprocess per side (its peak RSS over set_image + one prediction).
 
     python benchmarks/bench_model.py            # everything (about 4 minutes on 2 cores)
     python benchmarks/bench_model.py --quick    # fewer repetitions
@@ -10,7 +10,6 @@ measured in a fresh subprocess per side (ru_maxrss after set_image + one predict
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -59,17 +58,33 @@ def memory_probe(side: str) -> None:
         p = SamPredictor(build_sam("vit_b"))
         p.set_torch_image(tensor, image.shape[:2])
         p.predict(point_coords=np.array([[320, 240]]), point_labels=np.array([1]))
-    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+# A child's ru_maxrss starts at its parent's size at fork time (Linux keeps the forked address
+# space's high-water mark across exec), so the probe is started by a small launcher process and
+# its peak read from the launcher's RUSAGE_CHILDREN.
+_LAUNCHER = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
+
+
+def peak_memory_mb(side: str) -> float:
+    out = subprocess.run([sys.executable, "-c", _LAUNCHER, sys.executable, __file__, "--memory-probe", side],
+                         capture_output=True, text=True, cwd=ROOT, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--memory-probe", choices=["reference", "ours"])
+    ap.add_argument("--memory-probe", choices=["reference", "ours"], help=argparse.SUPPRESS)
+    ap.add_argument("--memory-only", action="store_true", help="only the peak-memory comparison")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     if args.memory_probe:
         memory_probe(args.memory_probe)
+        return 0
+    if args.memory_only:
+        report_memory([])
         return 0
     reps_enc = 1 if args.quick else 3
     reps_dec = 5 if args.quick else 20
@@ -113,19 +128,29 @@ def main() -> int:
         median_time(lambda: rp.predict_torch(None, None, boxes_t, multimask_output=False), max(3, reps_dec // 4)),
         median_time(lambda: op.predict(box=boxes, multimask_output=False), max(3, reps_dec // 4)), "(single mask each)")
 
-    mem = {}
-    for side in ("reference", "ours"):
-        out = subprocess.run([sys.executable, __file__, "--memory-probe", side], capture_output=True, text=True,
-                             cwd=ROOT)
-        mem[side] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
-    print(f"{'peak memory, ViT-B predictor process':44s} reference {mem['reference']:9.0f} MB   ours {mem['ours']:9.0f} MB"
-          f"   ratio {mem['ours'] / mem['reference']:5.2f}")
-    rows.append({"case": "peak memory MB", "reference": mem["reference"], "ours": mem["ours"]})
+    bp = SamPredictor(ours, encoder_dtype="fp32", decoder_dtype="bf16")
+    bp.set_torch_image(tensor, image.shape[:2])
+    row("1 point, bf16 decoder (vs reference fp32)",
+        median_time(lambda: rp.predict(point_coords=pt, point_labels=lb), reps_dec),
+        median_time(lambda: bp.predict(point_coords=pt, point_labels=lb), reps_dec), "(multimask)")
+    row("16 boxes, bf16 decoder (vs reference fp32)",
+        median_time(lambda: rp.predict_torch(None, None, boxes_t, multimask_output=False), max(3, reps_dec // 4)),
+        median_time(lambda: bp.predict(box=boxes, multimask_output=False), max(3, reps_dec // 4)), "(single mask each)")
+    ours.float()
+
+    report_memory(rows)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
     return 0
+
+
+def report_memory(rows) -> None:
+    mem = {side: peak_memory_mb(side) for side in ("reference", "ours")}
+    print(f"{'peak memory, ViT-B predictor process':44s} reference {mem['reference']:9.0f} MB   ours {mem['ours']:9.0f} MB"
+          f"   ratio {mem['ours'] / mem['reference']:5.2f}")
+    rows.append({"case": "peak memory MB", "reference": mem["reference"], "ours": mem["ours"]})
 
 
 if __name__ == "__main__":
