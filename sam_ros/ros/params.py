@@ -30,6 +30,8 @@ class NodeParams:
     max_targets: int = 32
     multimask: bool = True
     stability_offset: float = 1.0
+    prompt_priority: bool = True
+    prompt_priority_max_pause_s: float = 0.25
     # automatic masks ("segment everything")
     auto_masks_rate: float = 0.0
     auto_points_per_side: int = 16
@@ -66,6 +68,11 @@ DESCRIPTIONS = {
     "max_targets": "maximum number of active targets; the oldest is dropped beyond it.",
     "multimask": "default for clicks: return the 3 ambiguity candidates and choose by predicted IoU.",
     "stability_offset": "logit offset of the stability score.",
+    "prompt_priority": "CPU, torch backend: one thread runs all model work and decodes prompts between the image "
+                       "encoder's layers, so a click neither waits for the encoder nor shares the cores with it. "
+                       "false: a separate prompt thread (always so on CUDA and for compiled/exported encoders).",
+    "prompt_priority_max_pause_s": "at most this much prompt work inside one frame's encoding (a prompt flood "
+                                   "cannot starve the encoder).",
     "auto_masks_rate": "publish all masks of the latest frame at this rate (Hz; 0 = off). "
                        "The ~/segment_everything service does it once on demand.",
     "auto_points_per_side": "automatic masks: grid of points per side.",

@@ -9,6 +9,9 @@ from rclpy.node import Node
 def run_node(make_node: Callable[[], Node], args=None,
              startup_errors: Tuple[Type[BaseException], ...] = ()) -> int:
     """Exit code 0 after a normal shutdown, 2 when the node cannot start (the message says why)."""
+    from ..engine.runtime import keep_freed_memory
+
+    keep_freed_memory()
     rclpy.init(args=args)
     try:
         node = make_node()
