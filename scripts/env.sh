@@ -33,22 +33,31 @@ if [ ! -f "$stamp" ] || ! grep -qx "$want" "$stamp"; then
   echo "$want" >> "$stamp"
 fi
 
-# Interfaces: generated with rosidl into the venv prefix (ament index, sam_ros.msg).
-msg_stamp="$VENV/.sam_ros_msgs"
-msg_want="$(cat "$ROOT"/msg/*.msg "$ROOT/CMakeLists.txt" "$ROOT/package.xml" | sha256sum | cut -d' ' -f1)"
-if [ ! -f "$msg_stamp" ] || [ "$(cat "$msg_stamp")" != "$msg_want" ]; then
-  echo "[sam_ros] generating ROS 2 interfaces (msg/) into $VENV"
-  build="$ROOT/build-ros"
+# Interfaces: generated with rosidl into the venv prefix (ament index, <package>.msg). Our msg/,
+# then any package folders named in SAM_ROS_EXTRA_INTERFACES (the tests add a vision_msgs build).
+build_interfaces() {  # <package source folder> <name>
+  local src="$1" name="$2"
+  local stamp="$VENV/.sam_ros_msgs_$name"
+  local want
+  want="$(cat "$src"/msg/*.msg "$src/CMakeLists.txt" "$src/package.xml" "$ROOT"/cmake/*.cmake | sha256sum | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  echo "[sam_ros] generating ROS 2 interfaces of $name into $VENV"
+  local build="$ROOT/build-ros/$name"
   rm -rf "$build"
+  mkdir -p "$build"
   (
     export CMAKE_PREFIX_PATH="$VENV" AMENT_PREFIX_PATH="$VENV"
-    cmake -S "$ROOT" -B "$build" -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$PY" \
+    cmake -S "$src" -B "$build" -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$PY" \
       -DBUILD_TESTING=OFF -Wno-dev >"$build.log" 2>&1 &&
     cmake --build "$build" -j2 >>"$build.log" 2>&1 &&
     cmake --install "$build" >>"$build.log" 2>&1
-  ) || { echo "[sam_ros] interface build failed; see $build.log" >&2; tail -20 "$build.log" >&2; exit 1; }
-  echo "$msg_want" > "$msg_stamp"
-fi
+  ) || { echo "[sam_ros] interface build of $name failed; see $build.log" >&2; tail -20 "$build.log" >&2; exit 1; }
+  echo "$want" > "$stamp"
+}
+build_interfaces "$ROOT" sam_ros
+for extra in ${SAM_ROS_EXTRA_INTERFACES:-}; do build_interfaces "$ROOT/$extra" "$(basename "$extra")"; done
 
 export VIRTUAL_ENV="$VENV"
 export PATH="$VENV/bin:$PATH"

@@ -187,7 +187,8 @@ def test_click_target_is_segmented_on_every_later_frame(client, node):
 
     n_before = len(client.results_for("click_1"))
     headers = _stream(client, seq, 3, 12, rate=5.0)
-    assert client.wait(lambda: len(client.results_for("click_1")) >= n_before + len(headers), 30), node.log
+    assert client.wait(lambda: len(client.results_for("click_1")) >= n_before + len(headers), 30), \
+        (client.diag, node.log[-2000:])
     tracked = [m for m in client.results_for("click_1")[n_before:]]
     sent_keys = {stamp_key(h.stamp): h for h in headers}
     got_keys = [stamp_key(m.header.stamp) for m in tracked]
@@ -235,6 +236,52 @@ def test_prompt_array_of_boxes_decodes_on_the_named_frame(client, node):
     assert stamp_key(res.header.stamp) == stamp_key(h.stamp) and res.header.frame_id == h.frame_id
     assert res.encoder_ms == 0.0 and res.decoder_ms > 0
     assert all(o.chosen == -1 and o.area > 0 for o in res.objects)
+
+
+def test_detection2d_array_boxes_become_masks_and_targets(client, node):
+    """A detector's vision_msgs/Detection2DArray (built for the tests from tests/interfaces, as
+    vision_msgs is not on PyPI): one decoder call for all boxes, one result on the named frame,
+    masks that match the objects; a detection with an id becomes a tracked target."""
+    vision_msgs = pytest.importorskip("vision_msgs.msg", reason="test vision_msgs not built (scripts/test.sh builds it)")
+    assert "Detection2DArray input disabled" not in node.log
+    det_pub = client.node.create_publisher(vision_msgs.Detection2DArray, "detections", 10)
+    assert client.wait(lambda: det_pub.get_subscription_count() > 0, 10), node.log
+    client.clear_pub.publish(String(data=""))
+    seq = SceneSequence(17, height=480, width=640)
+    headers = _stream(client, seq, 0, 3)
+    assert client.wait(lambda: client.diag_int("frames_encoded") >= 2, 30)
+    h = headers[1]
+    scene = seq.frame(1)
+    wholes = sorted((i for i in range(len(scene.masks)) if scene.level[i] == 0),
+                    key=lambda i: -scene.masks[i].sum())[:3]
+    assert len(wholes) >= 2
+    msg = vision_msgs.Detection2DArray(header=h)
+    for k, i in enumerate(wholes):
+        ys, xs = np.nonzero(scene.masks[i])
+        d = vision_msgs.Detection2D(header=h, id="det_0" if k == 0 else "")
+        d.bbox.center.position.x = (xs.min() + xs.max() + 1) / 2.0
+        d.bbox.center.position.y = (ys.min() + ys.max() + 1) / 2.0
+        d.bbox.size_x, d.bbox.size_y = float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())
+        msg.detections.append(d)
+    n = len(client.results)
+    det_pub.publish(msg)
+    assert client.wait(lambda: any(m.objects and m.objects[0].source == "detection" for _, m in client.results[n:]),
+                       20), node.log[-2000:]
+    res = next(m for _, m in client.results[n:] if m.objects and m.objects[0].source == "detection")
+    assert stamp_key(res.header.stamp) == stamp_key(h.stamp)
+    assert [o.target_id for o in res.objects] == ["det_0"] + [""] * (len(wholes) - 1)
+    ious = []
+    for o, i in zip(res.objects, wholes):
+        mask = full_mask(o, 480, 640)
+        ious.append((mask & scene.masks[i]).sum() / max(1, (mask | scene.masks[i]).sum()))
+    if default_weights() is not None:
+        assert np.mean(ious) > 0.6, ious
+    # The detection with an id is tracked on the next frames.
+    later = _stream(client, seq, 3, 2)
+    assert client.wait(lambda: {stamp_key(x.stamp) for x in later} <= {stamp_key(m.header.stamp)
+                                                                     for m in client.results_for("det_0")}, 20)
+    client.clear_pub.publish(String(data=""))
+    client.node.destroy_publisher(det_pub)
 
 
 def _bad_image(kind: str) -> Image:
@@ -309,6 +356,9 @@ def test_prompt_burst_is_bounded_and_node_keeps_serving(client, node):
     assert client.wait(lambda: any(stamp_key(m.header.stamp) == stamp_key(h.stamp) for _, m in client.results[n:]), 30), \
         (client.diag, node.log[-2000:])
     assert client.diag_int("frames_encoded") > encoded_before
+    # That frame's encoder pass yielded to the burst's decoding (prompt priority), within its
+    # per-frame pause budget (0.25 s): the frame above was still encoded.
+    assert client.wait(lambda: client.diag_int("encoder_pauses_for_prompts") > 0, 10), client.diag
     assert client.wait(lambda: client.diag_int("prompts_dropped") > 0, 30), client.diag
     assert node.proc.poll() is None
     # One PromptArray with 500 objects: decoded in bounded chunks, published as one result.
