@@ -481,6 +481,40 @@ def test_compressed_transport_and_corrupt_jpeg():
         rclpy.shutdown(context=context)
 
 
+@pytest.mark.parametrize("priority", [True, False])
+def test_prompt_before_its_frame_and_both_thread_layouts(priority):
+    """Both layouts: one model thread (prompt_priority, CPU default) and a prompt thread beside
+    the encoder thread (what CUDA and compiled/exported encoders use). A prompt for a frame still
+    on its way waits for it; its target is segmented on every later frame."""
+    domain = DOMAIN + 3 + int(priority)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    proc = NodeProcess(domain, params={"prompt_priority": priority}, name="sam_threads")
+    try:
+        assert proc.wait_for_log("listening on", 90), proc.log
+        c = Client(context, node_name="sam_threads")
+        assert c.wait(lambda: c.image_pub.get_subscription_count() > 0 and c.prompt_pub.get_subscription_count() > 0,
+                      30), proc.log
+        seq = SceneSequence(12, height=480, width=640)
+        h = c.next_header()
+        # The prompt first, then its frame.
+        c.prompt_pub.publish(point_prompt(h, 320, 240, target_id="t"))
+        c.spin(0.2)
+        c.publish_image(seq.frame(0).image, header=h)
+        assert c.wait(lambda: any(stamp_key(m.header.stamp) == stamp_key(h.stamp) for m in c.results_for("t")), 20), \
+            proc.log[-2000:]
+        later = _stream(c, seq, 1, 4, rate=4.0)
+        assert c.wait(lambda: {stamp_key(x.stamp) for x in later} <= {stamp_key(m.header.stamp)
+                                                                     for m in c.results_for("t")}, 20), c.diag
+        assert c.wait(lambda: "encoder_pauses_for_prompts" in c.diag, 5), c.diag
+        if not priority:
+            assert c.diag_int("encoder_pauses_for_prompts") == 0  # no prompt work inside the encoder
+        c.close()
+    finally:
+        proc.stop()
+        rclpy.shutdown(context=context)
+
+
 @pytest.mark.parametrize("content", ["missing", "garbage"])
 def test_bad_checkpoint_fails_at_startup_naming_the_file(tmp_path, content):
     path = tmp_path / "sam_vit_b.pth"
