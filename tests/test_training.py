@@ -132,21 +132,22 @@ needs_weights = pytest.mark.skipif(default_weights() is None, reason="the embedd
 
 @needs_weights
 def test_shipped_default_weights_segment_held_out_scenes():
-    """A fast, real quality check of the shipped model on 8 held-out scenes. The floors are what
-    the one-hour CPU training reaches with margin (model card: 200 scenes); they catch a broken
-    model, a broken loader or a broken predictor."""
+    """A fast, real quality check of the shipped model on 8 held-out scenes. The floors sit about
+    0.05 under what the shipped weights score here (0.554 / 0.713 / 0.755; model card: 200
+    scenes); they catch a broken model, loader or predictor, and the previous (one-hour) weights
+    (0.472 / 0.625 / 0.678) would fail them."""
     model = load_model(default_weights())
     assert model.config.img_size == 384
     assert os.path.getsize(default_weights()) <= 20 * 1024 * 1024
     metrics = evaluate(SamPredictor(model), scenes.EVAL_SEEDS[:8], max_clicks=1)
-    assert metrics["miou_1click"] >= 0.40, metrics
-    assert metrics["miou_oracle"] >= 0.55, metrics
-    assert metrics["miou_box"] >= 0.55, metrics
+    assert metrics["miou_1click"] >= 0.50, metrics
+    assert metrics["miou_oracle"] >= 0.65, metrics
+    assert metrics["miou_box"] >= 0.70, metrics
 
 
 @needs_weights
-@pytest.mark.xfail(strict=True, reason="issue 4 asks for >= 0.75 1-click mIoU here; the one-hour CPU "
-                   "training reaches about 0.5 (see the model card)")
+@pytest.mark.xfail(strict=True, reason="issue 4 asks for >= 0.75 1-click mIoU here; two hours of CPU "
+                   "training reach about 0.55 (see the model card)")
 def test_shipped_default_weights_reach_the_issue_bar():
     metrics = evaluate(SamPredictor(load_model(default_weights())), scenes.EVAL_SEEDS[:8], max_clicks=1)
     assert metrics["miou_1click"] >= 0.75, metrics

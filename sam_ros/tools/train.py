@@ -1,7 +1,8 @@
 """Train or fine-tune a SAM model with the Segment Anything recipe.
 
-The embedded default model (about an hour on 2 CPU cores):
-    python -m sam_ros.tools.train --out runs/default --steps 3000 --export sam_ros/weights/sam_ros_tiny.safetensors
+The embedded default model's first stage (about an hour on 2 CPU cores; the two continuations
+that produced the shipped weights are in sam_ros/weights/MODEL_CARD.md):
+    python -m sam_ros.tools.train --out runs/default --steps 3000
 
 Fine-tune a checkpoint's decoder on your own objects (COCO instances JSON or SA-1B folder):
     python -m sam_ros.tools.train --out runs/mine --init sam_vit_b_01ec64.pth \\
