@@ -113,8 +113,6 @@ class SamNode(Node):
         self._prompts: Dict[str, Deque[PromptRequest]] = {}
         self._click_count = 0
         self._last_click_target = ""
-        self._encoding_key: Optional[int] = None
-        self._running = True
         self._fps_window: Deque[Tuple[float, int, int]] = deque(maxlen=30)
         self._colors: Dict[str, int] = {}
 
@@ -280,20 +278,16 @@ class SamNode(Node):
 
     def _encode_frame(self, msg, arrived: float) -> None:
         key = conv.stamp_key(msg.header.stamp)
-        self._encoding_key = key
-        try:
-            rgb = conv.to_rgb(msg)
-            size = rgb.shape[:2]
-            if self.stats.last_size is not None and size != self.stats.last_size:
-                self.get_logger().info(f"camera resolution changed {self.stats.last_size} -> {size}")
-            self.stats.last_size = size
-            t0 = time.perf_counter()
-            self.preempt.begin_job()
-            emb = self.predictor.encode(rgb)
-            # Encoder compute time: prompts served between its layers are not encoder time.
-            enc_ms = (time.perf_counter() - t0 - self.preempt.job_paused_s) * 1000
-        finally:
-            self._encoding_key = None
+        rgb = conv.to_rgb(msg)
+        size = rgb.shape[:2]
+        if self.stats.last_size is not None and size != self.stats.last_size:
+            self.get_logger().info(f"camera resolution changed {self.stats.last_size} -> {size}")
+        self.stats.last_size = size
+        t0 = time.perf_counter()
+        self.preempt.begin_job()
+        emb = self.predictor.encode(rgb)
+        # Encoder compute time: prompts served between its layers are not encoder time.
+        enc_ms = (time.perf_counter() - t0 - self.preempt.job_paused_s) * 1000
         self.stats.encoder_ms.append(enc_ms)
         self.stats.frames_encoded += 1
         frame = CachedFrame(key, emb, msg.header, rgb, enc_ms, arrived)
