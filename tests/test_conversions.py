@@ -142,3 +142,21 @@ def test_boxes_from_detection_like_messages():
         detections = [Det(), Det()]
 
     assert conv.boxes_from_detections(Arr()).tolist() == [[40, 35, 60, 45]] * 2
+
+
+def test_mask_crop_is_the_tight_box():
+    rng = np.random.default_rng(3)
+    assert conv.mask_crop(np.zeros((48, 64), bool)) is None
+    for _ in range(20):
+        m = np.zeros((48, 64), bool)
+        x0, y0 = rng.integers(0, 64), rng.integers(0, 48)
+        x1, y1 = rng.integers(x0, 64), rng.integers(y0, 48)
+        m[y0 : y1 + 1, x0 : x1 + 1] = rng.random((y1 - y0 + 1, x1 - x0 + 1)) < 0.3
+        m[y0, x0] = m[y1, x1] = True  # the box's corners are set
+        assert conv.mask_crop(m) == (x0, y0, x1 - x0 + 1, y1 - y0 + 1)
+        assert conv.mask_crop(m.astype(np.uint8)) == conv.mask_crop(m)
+    # a strided view into a larger mask
+    big = np.zeros((80, 100), bool)
+    big[15, 12] = True
+    view = big[10:58, 5:69]
+    assert not view.flags.c_contiguous and conv.mask_crop(view) == (7, 5, 1, 1)

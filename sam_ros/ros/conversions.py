@@ -15,13 +15,15 @@ from ..engine.prompts import Prompt
 
 
 def fill_image_msg(msg: Any, array_hw: np.ndarray, encoding: str) -> Any:
-    """Fill a sensor_msgs/Image from an H x W (x C) uint8/float32 array."""
+    """Fill a sensor_msgs/Image from an H x W (x C) uint8/float32 array (one copy of the pixels)."""
     a = np.ascontiguousarray(array_hw)
     msg.height, msg.width = int(a.shape[0]), int(a.shape[1])
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = int(a.strides[0])
-    msg.data = array.array("B", a.tobytes())
+    data = array.array("B")
+    data.frombytes(a.reshape(-1).view(np.uint8))
+    msg.data = data
     return msg
 
 
@@ -87,9 +89,6 @@ def stamp_key(stamp: Any) -> int:
 
 
 def mask_crop(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
-    """Tight (x, y, w, h) of a bool mask, or None when empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+    """Tight (x, y, w, h) of a bool (or 0/1 uint8) H x W mask, or None when empty."""
+    x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    return None if w == 0 else (int(x), int(y), int(w), int(h))

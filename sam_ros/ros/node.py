@@ -489,13 +489,14 @@ class SamNode(Node):
     def _candidate(pred: MaskPrediction, i: int) -> MaskCandidate:
         mask = pred.masks[i]
         c = MaskCandidate(iou=float(pred.iou_predictions[i]), stability=float(pred.stability_scores[i]))
-        crop = conv.mask_crop(mask)
+        box = conv.mask_crop(mask)
         c.mask = Image()
-        if crop is not None:
-            x, y, w, h = crop
+        if box is not None:
+            x, y, w, h = box
             c.bbox = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h)
-            conv.fill_image_msg(c.mask, (mask[y : y + h, x : x + w].astype(np.uint8) * 255), "mono8")
-            c.area = int(mask[y : y + h, x : x + w].sum())
+            roi = mask[y : y + h, x : x + w]
+            conv.fill_image_msg(c.mask, roi.view(np.uint8) * np.uint8(255), "mono8")
+            c.area = int(np.count_nonzero(roi))
         return c
 
     def _publish_result(self, frame: CachedFrame, objects: List[ObjectMask], enc_ms: float, dec_ms: float,
