@@ -42,6 +42,7 @@ from ..engine.visualize import draw_masks
 from ..model.checkpoint import CheckpointError
 from ..msg import MaskCandidate, ObjectMask, Prompt as PromptMsg, PromptArray, SegmentationResult
 from . import conversions as conv
+from .inbox import Inbox
 from .params import NodeParams, declare_parameters
 from .spin import run_node
 
@@ -129,12 +130,14 @@ class SamNode(Node):
             self.create_subscription(CompressedImage, image_topic + "/compressed", self._on_image, image_qos)
         else:
             self.create_subscription(Image, image_topic, self._on_image, image_qos)
-        self.create_subscription(PromptMsg, "prompt", self._on_prompt, RELIABLE)
-        self.create_subscription(PromptArray, "prompts", self._on_prompt_array, RELIABLE)
+        # Prompt inputs skip the executor: a thread of their own takes them (sam_ros.ros.inbox).
+        self.inbox = Inbox(self, "prompt_inbox", on_error=lambda m: self._report("prompts", m))
+        self.inbox.create_subscription(PromptMsg, "prompt", self._on_prompt, RELIABLE)
+        self.inbox.create_subscription(PromptArray, "prompts", self._on_prompt_array, RELIABLE)
         click_topic = p.click_topic or image_topic + "_mouse_left"
-        self.create_subscription(Point, click_topic, lambda m: self._on_click(m, 1), RELIABLE)
+        self.inbox.create_subscription(Point, click_topic, lambda m: self._on_click(m, 1), RELIABLE)
         if p.bg_click_topic:
-            self.create_subscription(Point, p.bg_click_topic, lambda m: self._on_click(m, 0), RELIABLE)
+            self.inbox.create_subscription(Point, p.bg_click_topic, lambda m: self._on_click(m, 0), RELIABLE)
         self.create_subscription(String, "clear_targets", self._on_clear_topic, RELIABLE)
         self.create_service(Trigger, "~/clear_targets", self._on_clear_service)
         self.create_service(Trigger, "~/segment_everything", self._on_segment_everything)
@@ -154,9 +157,10 @@ class SamNode(Node):
         if self._prompt_thread is not None:
             self._prompt_thread.start()
         self._auto_thread.start()
+        self.inbox.start()
         self.get_logger().info(f"listening on {image_topic} ({p.image_transport}, {p.image_qos}); clicks on {click_topic}")
 
-    # ---- inputs (executor thread: store and return) -------------------------------------------
+    # ---- inputs (executor or inbox thread: store and return) ----------------------------------
     def _on_image(self, msg) -> None:
         self.stats.frames_received += 1
         self.frames.put((msg, time.monotonic()))
@@ -222,7 +226,7 @@ class SamNode(Node):
         except ImportError:
             self.get_logger().info("vision_msgs is not installed: Detection2DArray input disabled")
             return
-        self.create_subscription(Detection2DArray, topic, self._on_detections, RELIABLE)
+        self.inbox.create_subscription(Detection2DArray, topic, self._on_detections, RELIABLE)
 
     def _on_detections(self, msg) -> None:
         try:
@@ -557,6 +561,8 @@ class SamNode(Node):
 
     def destroy_node(self) -> None:
         self._running = False
+        if hasattr(self, "inbox"):
+            self.inbox.stop()
         # The constructor may have failed part-way (e.g. a bad checkpoint): stop what exists.
         if hasattr(self, "frames"):
             self.frames.close()

@@ -1,0 +1,104 @@
+"""Subscriptions served by a thread of their own instead of the node's executor.
+
+rclpy's executor is Python: every wake-up rebuilds its wait set from all of the node's entities
+(subscriptions, timers, services, the six parameter services) before it runs one callback. For
+the node's prompt topics that is most of a click's messaging cost: a ping-pong of small messages
+between two processes took 2.0 ms with the echo's subscription on the executor of a node with
+a dozen entities, 1.4 ms with the same subscription waited on directly (benchmarks/README.md).
+
+:class:`Inbox` creates subscriptions on the node as usual (they show in the ROS graph under the
+node) but in a callback group the executor never waits on, and one thread waits on exactly those
+subscriptions, takes every queued message and calls the callback. Callbacks run on that thread,
+one at a time, so they must be as short as executor callbacks (store and return).
+"""
+import threading
+from typing import Any, Callable, List, Optional
+
+from rclpy.callback_groups import CallbackGroup
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.node import Node
+
+
+class _NotByExecutor(CallbackGroup):
+    """A callback group whose entities no executor waits on or runs."""
+
+    def can_execute(self, entity: Any) -> bool:
+        return False
+
+    def beginning_execution(self, entity: Any) -> bool:
+        return False
+
+    def ending_execution(self, entity: Any) -> None:
+        pass
+
+
+class Inbox:
+    def __init__(self, node: Node, name: str = "inbox",
+                 on_error: Optional[Callable[[str], None]] = None) -> None:
+        self._node = node
+        self._group = _NotByExecutor()
+        self._subs: List[Any] = []
+        self._lock = threading.Lock()
+        # Wakes the thread when a subscription is added and at stop (in the same group: the
+        # executor does not wait on it either).
+        self._guard = node.create_guard_condition(lambda: None, callback_group=self._group)
+        self._on_error = on_error or (lambda message: node.get_logger().error(message))
+        self._running = False
+        self._thread = threading.Thread(target=self._loop, name=f"sam_{name}", daemon=True)
+
+    def create_subscription(self, msg_type: Any, topic: str, callback: Callable[[Any], None], qos: Any) -> Any:
+        sub = self._node.create_subscription(msg_type, topic, callback, qos, callback_group=self._group)
+        with self._lock:
+            self._subs.append(sub)
+        self._guard.trigger()
+        return sub
+
+    def start(self) -> None:
+        self._running = True
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stops the thread (call before the node is destroyed)."""
+        was_running, self._running = self._running, False
+        if was_running:
+            self._guard.trigger()
+            self._thread.join(timeout)
+        self._node.destroy_guard_condition(self._guard)
+
+    def _loop(self) -> None:
+        context = self._node.context
+        wait_set, subs = None, []
+        while self._running and context.ok():
+            with self._lock:
+                if len(self._subs) != len(subs):
+                    subs = list(self._subs)
+                    wait_set = _rclpy.WaitSet(len(subs), 1, 0, 0, 0, 0, context.handle)
+            try:
+                wait_set.clear_entities()
+                for sub in subs:
+                    wait_set.add_subscription(sub.handle)
+                wait_set.add_guard_condition(self._guard.handle)
+                wait_set.wait(200_000_000)  # ns: the running flag is checked at least 5 times a second
+                ready = wait_set.get_ready_entities("subscription")
+            except Exception as e:  # the context is shutting down
+                if self._running and context.ok():
+                    self._on_error(f"inbox wait failed: {type(e).__name__}: {e}")
+                return
+            for sub in subs:
+                if sub.handle.pointer in ready:
+                    self._drain(sub)
+
+    def _drain(self, sub: Any) -> None:
+        while self._running:
+            try:
+                with sub.handle:
+                    taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            except Exception as e:  # e.g. a message that does not deserialize
+                self._on_error(f"could not take a message on {sub.topic_name}: {type(e).__name__}: {e}")
+                return
+            if taken is None:
+                return
+            try:
+                sub.callback(taken[0])
+            except Exception as e:  # a callback must not end the thread
+                self._on_error(f"callback for {sub.topic_name} failed: {type(e).__name__}: {e}")
