@@ -12,6 +12,7 @@ import time
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+from rclpy.event_handler import SubscriptionEventCallbacks  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -35,6 +36,8 @@ PUBLISHER = textwrap.dedent("""
     qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
     to_inbox = node.create_publisher(String, "to_inbox", qos)
     to_executor = node.create_publisher(String, "to_executor", qos)
+    best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    mismatched = node.create_publisher(String, "to_inbox_reliable", best_effort)
     end = time.monotonic() + 30
     while (to_inbox.get_subscription_count() == 0 or to_executor.get_subscription_count() == 0) and time.monotonic() < end:
         time.sleep(0.02)
@@ -63,6 +66,13 @@ def test_inbox_takes_its_topics_on_its_own_thread_beside_the_executor():
 
     inbox = Inbox(node, "test_inbox", on_error=errors.append)
     inbox.create_subscription(String, "to_inbox", on_inbox, QOS)
+    # QoS events of an inbox subscription stay with the executor: a best-effort publisher on a
+    # reliable subscription is reported there.
+    incompatible = []
+    events = SubscriptionEventCallbacks(
+        incompatible_qos=lambda event: incompatible.append(threading.current_thread().name))
+    mismatch = inbox.create_subscription(String, "to_inbox_reliable", on_inbox, QOS, event_callbacks=events)
+    assert not ex.can_execute(mismatch)
     node.create_subscription(String, "to_executor",
                              lambda m: executor_msgs.append((threading.current_thread().name, int(m.data))), QOS)
     # Started after the publisher matched: messages wait in DDS until the thread takes them.
@@ -73,7 +83,7 @@ def test_inbox_takes_its_topics_on_its_own_thread_beside_the_executor():
             ex.spin_once(timeout_sec=0.05)
         time.sleep(0.5)
         inbox.start()
-        while (len(inbox_msgs) < 59 or len(executor_msgs) < 6) and time.monotonic() < end:
+        while (len(inbox_msgs) < 59 or len(executor_msgs) < 6 or not incompatible) and time.monotonic() < end:
             ex.spin_once(timeout_sec=0.05)  # the executor runs only its own subscription
         assert pub.wait(timeout=30) == 0
     finally:
@@ -91,3 +101,4 @@ def test_inbox_takes_its_topics_on_its_own_thread_beside_the_executor():
     assert [i for _, i in executor_msgs] == [0, 10, 20, 30, 40, 50]
     assert all(name != "sam_test_inbox" for name, _ in executor_msgs)
     assert not thread_alive
+    assert incompatible and incompatible[0] != "sam_test_inbox"

@@ -46,8 +46,15 @@ class Inbox:
         self._running = False
         self._thread = threading.Thread(target=self._loop, name=f"sam_{name}", daemon=True)
 
-    def create_subscription(self, msg_type: Any, topic: str, callback: Callable[[Any], None], qos: Any) -> Any:
-        sub = self._node.create_subscription(msg_type, topic, callback, qos, callback_group=self._group)
+    def create_subscription(self, msg_type: Any, topic: str, callback: Callable[[Any], None], qos: Any,
+                            **kwargs: Any) -> Any:
+        """Node.create_subscription (kwargs pass through) with the callback run by the inbox thread.
+        The subscription's QoS event handlers (e.g. the warning about a publisher with incompatible
+        QoS) stay with the executor."""
+        sub = self._node.create_subscription(msg_type, topic, callback, qos, callback_group=self._group, **kwargs)
+        for handler in getattr(sub, "event_handlers", ()):
+            handler.callback_group = self._node.default_callback_group
+            self._node.default_callback_group.add_entity(handler)
         with self._lock:
             self._subs.append(sub)
         self._guard.trigger()
