@@ -12,6 +12,7 @@ subscriptions, takes every queued message and calls the callback. Callbacks run 
 one at a time, so they must be as short as executor callbacks (store and return).
 """
 import threading
+import time
 from typing import Any, Callable, List, Optional
 
 from rclpy.callback_groups import CallbackGroup
@@ -77,7 +78,7 @@ class Inbox:
         wait_set, subs = None, []
         while self._running and context.ok():
             with self._lock:
-                if len(self._subs) != len(subs):
+                if wait_set is None or len(self._subs) != len(subs):
                     subs = list(self._subs)
                     wait_set = _rclpy.WaitSet(len(subs), 1, 0, 0, 0, 0, context.handle)
             try:
@@ -87,16 +88,23 @@ class Inbox:
                 wait_set.add_guard_condition(self._guard.handle)
                 wait_set.wait(200_000_000)  # ns: the running flag is checked at least 5 times a second
                 ready = wait_set.get_ready_entities("subscription")
-            except Exception as e:  # the context is shutting down
-                if self._running and context.ok():
-                    self._on_error(f"inbox wait failed: {type(e).__name__}: {e}")
-                return
+            except Exception as e:
+                if not (self._running and context.ok()):
+                    return  # shutting down
+                self._on_error(f"inbox wait failed (retrying): {type(e).__name__}: {e}")
+                wait_set = None
+                time.sleep(0.1)
+                continue
             for sub in subs:
                 if sub.handle.pointer in ready:
                     self._drain(sub)
 
-    def _drain(self, sub: Any) -> None:
-        while self._running:
+    def _drain(self, sub: Any, max_messages: int = 1000) -> None:
+        """Takes what is queued on one subscription (at most max_messages, so that a flood on one
+        topic does not hold back the others) and runs the callback on each."""
+        for _ in range(max_messages):
+            if not self._running:
+                return
             try:
                 with sub.handle:
                     taken = sub.handle.take_message(sub.msg_type, sub.raw)
