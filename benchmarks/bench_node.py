@@ -1,14 +1,16 @@
-"""End-to-end through DDS: the node in its own process, a 640x480 camera and prompts from this one.
+"""End-to-end through DDS: the node, a 640x480 camera and this client, each in its own process.
 
 Measures (embedded default model, CPU):
 - frames in vs results out per second with one tracked target, camera at --rate Hz (the camera
   is a process of its own, as a camera driver is);
 - prompt-to-result latency (median, p95) for a click on a cached frame, with the camera stopped
-  (idle encoder) and while the camera streams (busy encoder), next to the bare decoder time
-  (same model, frame and clicks, called back to back in a quiet process of its own);
+  (idle encoder) and while the camera streams (busy encoder), clicks --gap-ms after the previous
+  result, next to the bare decoder time (same model, frame and clicks, in a quiet process of its
+  own, called with the same gap and back to back);
 - the node's own overhead: end-to-end latency minus the model time it reports.
 
-    python benchmarks/bench_node.py [--rate 15] [--seconds 20] [--prompts 100] [--prompt-priority 0]
+    python benchmarks/bench_node.py [--rate 15] [--seconds 20] [--prompts 100] [--gap-ms 50]
+                                    [--prompt-priority 0]
 """
 import argparse
 import json
