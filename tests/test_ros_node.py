@@ -200,7 +200,7 @@ def test_click_target_is_segmented_on_every_later_frame(client, node):
         assert m.header.frame_id == h.frame_id == "camera"
         assert (m.height, m.width) == (480, 640)
         o = m.objects[0]
-        assert o.source == "target" and o.chosen == -1
+        assert o.source == "click" and o.state in ("tracking", "reacquired") and o.chosen == -1
         assert math.isfinite(o.iou) and 0.0 <= o.stability <= 1.0
         assert o.area == int((np.frombuffer(o.mask.data, np.uint8) > 0).sum())
         assert o.bbox.x_offset + o.bbox.width <= 640 and o.bbox.y_offset + o.bbox.height <= 480
@@ -410,7 +410,11 @@ def test_clear_targets_by_topic_and_service(client, node):
     n = len(client.results_for("keep_me"))
     later = _stream(client, seq, 2, 3)
     client.spin(1.0)
-    assert len(client.results_for("keep_me")) == n  # cleared: no more results
+    after = client.results_for("keep_me")[n:]
+    # Cleared: reported once as ended (at most one frame after the clear), then no more results.
+    ended = [m for m in client.results_for("keep_me") if m.objects[0].state == "ended"]
+    assert len(ended) == 1 and ended[0].objects[0].area == 0
+    assert all(m.objects[0].state == "ended" for m in after)
     client.prompt_pub.publish(point_prompt(later[-1], 320, 240, target_id="again"))
     assert client.wait(lambda: client.results_for("again"), 20)
     assert client.clear_cli.wait_for_service(timeout_sec=10)
@@ -443,7 +447,9 @@ def test_latest_frame_wins_under_a_fast_camera(client, node):
     client.spin(2.0)
     lat = [m.latency_ms for m in client.results_for("fast")[n_results0:]]
     assert rate > 60, f"camera only reached {rate:.0f} Hz"
-    assert client.diag_int("frames_dropped") - dropped0 > total // 2, client.diag
+    # Latest frame wins for the encoder; the tracking thread drops what it cannot keep up with.
+    assert client.diag_int("frames_encoded") < client.diag_int("frames_received") // 4, client.diag
+    assert client.diag_int("frames_dropped") > dropped0, client.diag
     assert len(lat) > 20
     early, late = np.median(lat[5:25]), np.median(lat[-20:])
     assert late < 2 * early + 100, (early, late)  # no queue builds up behind the encoder

@@ -1,4 +1,4 @@
-"""Streaming state without ROS (sam_ros.engine.streaming): the latest-frame mailbox, the
+"""Streaming building blocks without ROS (mailbox, embedding_cache, preemption): the latest-frame mailbox, the
 embedding cache, and serving prompts between the image encoder's layers, on the real default
 model."""
 import threading
@@ -11,7 +11,9 @@ import torch
 from sam_ros.data.scenes import SceneSequence
 from sam_ros.engine.factory import create_predictor
 from sam_ros.engine.prompts import Prompt
-from sam_ros.engine.streaming import CachedFrame, EmbeddingCache, LatestSlot, LayerPreemption
+from sam_ros.engine.embedding_cache import CachedFrame, EmbeddingCache
+from sam_ros.engine.mailbox import LatestSlot
+from sam_ros.engine.preemption import LayerPreemption
 
 
 @pytest.fixture(scope="module")

@@ -763,22 +763,23 @@ class _Scratch:
         self.labels = np.empty((h, w), np.uint8)
 
 
-def _place(obj: _Object, pose: Tuple[float, float, float], h: int, w: int,
+def _place(obj: _Object, pose: Tuple[float, ...], h: int, w: int,
            scratch: Optional[_Scratch] = None):
-    """The object's canvas at `pose` in an h x w image: ((y0, y1, x0, x1), rgb, alpha, beta,
+    """The object's canvas at `pose` (cx, cy, angle[, scale]) in an h x w image: ((y0, y1, x0, x1), rgb, alpha, beta,
     labels) over the visible box, or None when it is entirely outside. An unrotated object at an
     integer position is cut out of the canvas (views, no copy); otherwise it is warped (into
     views of `scratch` when given)."""
-    cx, cy, angle = pose
+    cx, cy, angle = pose[:3]
+    scale = pose[3] if len(pose) > 3 else 1.0
     oh, ow = obj.labels.shape
-    if angle == 0.0 and cx == int(cx) and cy == int(cy):
+    if angle == 0.0 and scale == 1.0 and cx == int(cx) and cy == int(cy):
         X0, Y0 = int(cx + obj.origin[0]), int(cy + obj.origin[1])
         x0, y0, x1, y1 = max(X0, 0), max(Y0, 0), min(X0 + ow, w), min(Y0 + oh, h)
         if x1 <= x0 or y1 <= y0:
             return None
         sl = (slice(y0 - Y0, y1 - Y0), slice(x0 - X0, x1 - X0))
         return (y0, y1, x0, x1), obj.rgb[sl], obj.alpha[sl], obj.beta[sl], obj.labels[sl]
-    c, s = math.cos(angle), math.sin(angle)
+    c, s = math.cos(angle) * scale, math.sin(angle) * scale
     rot = np.array([[c, -s], [s, c]])
     corners = (np.array([[-0.5, -0.5], [ow, -0.5], [-0.5, oh], [ow, oh]]) + obj.origin) @ rot.T + (cx, cy)
     x0, y0 = np.floor(corners.min(0)).astype(int)

@@ -88,6 +88,11 @@ def stamp_key(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def stamp_seconds(stamp: Any) -> float:
+    """builtin_interfaces/Time -> seconds."""
+    return int(stamp.sec) + int(stamp.nanosec) * 1e-9
+
+
 def mask_crop(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
     """Tight (x, y, w, h) of a bool (or 0/1 uint8) H x W mask, or None when empty."""
     x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))

@@ -1,19 +1,12 @@
-"""The sam_ros node: camera frames in, prompts in, masks with IoU scores out.
+"""The sam_ros node: camera frames in, prompts in, masks with IoU scores out, for every tracked
+target on every received frame.
 
-Threads:
-- the executor (main thread) only receives messages: an image goes into a one-item mailbox
-  (latest frame wins; a frame replaced before the encoder took it is counted as dropped), a
-  prompt into a bounded queue;
-- the encoder thread takes the newest frame, computes its embedding into a bounded cache, then
-  decodes every active target on it in one batch and publishes;
-- prompts decode on the cached embedding of the frame they name, so a prompt waits for the
-  decoder only, never for the next encoder pass. On a CPU with the torch backend they are served
-  by the encoder thread itself, between frames and between the encoder's layers
-  (LayerPreemption): one thread runs all model work, so a prompt gets both cores and a single
-  OpenMP pool. Elsewhere (CUDA, compiled or exported encoders) a prompt thread decodes them
-  while the encoder runs.
-- automatic masks run on request or at a rate, each run in a short-lived thread.
-All model math happens in sam_ros.engine; this file converts and wires.
+The node converts messages and wires topics to the engine's StreamingSession, which owns the
+scheduling (sam_ros.engine.session): a tracking thread takes every frame in order and moves the
+targets to it by optical flow; the model thread encodes the newest frame whenever it is free,
+re-segments the targets on it and decodes prompts on cached embeddings (between the encoder's
+layers on a CPU). Prompt topics are taken by a thread of their own (sam_ros.ros.inbox), not by
+the executor. Automatic masks run on request or at a rate, each run in a short-lived thread.
 
 Run: python -m sam_ros.ros.node --ros-args --params-file config/sam_ros.yaml -r image:=/camera/image_raw
 """
@@ -21,8 +14,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -36,8 +28,10 @@ from std_srvs.srv import Trigger
 from ..engine.automatic import AutomaticMaskGenerator
 from ..engine.factory import create_predictor
 from ..engine.predictor import MaskPrediction
-from ..engine.prompts import InputError, Prompt
-from ..engine.streaming import CachedFrame, EmbeddingCache, LatestSlot, LayerPreemption, Target, TargetTracker
+from ..engine.prompt_queue import PromptRequest
+from ..engine.prompts import Prompt
+from ..engine.session import FrameResult, ObjectResult, SessionConfig, StreamingSession
+from ..engine.tracking.tracker import TrackingConfig
 from ..engine.visualize import draw_masks
 from ..model.checkpoint import CheckpointError
 from ..msg import MaskCandidate, ObjectMask, Prompt as PromptMsg, PromptArray, SegmentationResult
@@ -46,43 +40,15 @@ from .inbox import Inbox
 from .params import NodeParams, declare_parameters
 from .spin import run_node
 
-# Prompts: reliable, with a deep reader history so a burst is taken in (and bounded by our own
-# queue, which drops and counts the excess) rather than held back by DDS flow control.
+# Prompts: reliable, with a deep reader history so a burst is taken in (and bounded by the
+# session's queues, which drop and count the excess) rather than held back by DDS flow control.
 RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1000)
 RESULTS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=20)
-
-
-@dataclass
-class PromptRequest:
-    """One incoming request (a Prompt, a PromptArray, a click, a detection array)."""
-    key: int                       # frame stamp in ns; 0 = latest
-    header: Any                    # header to use when key == 0 is resolved
-    items: List[Tuple[str, Any]]   # (target_id, sam_ros/Prompt msg or engine Prompt)
-    source: str
-    received_at: float
-    deadline: float
-    queue: str = ""
-
-
-@dataclass
-class Stats:
-    frames_received: int = 0
-    frames_encoded: int = 0
-    image_errors: int = 0
-    prompts_received: int = 0
-    prompts_dropped: int = 0
-    prompt_errors: int = 0
-    results_published: int = 0
-    encoder_ms: Deque[float] = field(default_factory=lambda: deque(maxlen=50))
-    decoder_ms: Deque[float] = field(default_factory=lambda: deque(maxlen=50))
-    last_error: str = ""
-    last_size: Optional[Tuple[int, int]] = None
 
 
 class SamNode(Node):
     def __init__(self, node_name: str = "sam_ros", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self._running = True
         self.params: NodeParams = declare_parameters(self)
         p = self.params
         t0 = time.perf_counter()
@@ -95,27 +61,17 @@ class SamNode(Node):
         self.get_logger().info(
             f"model {getattr(model, 'config', None) and model.img_size}px input on {p.device} "
             f"({p.backend}, encoder {p.encoder_dtype}) loaded in {time.perf_counter() - t0:.1f} s")
-
-        self.cache = EmbeddingCache(p.cache_size)
-        self.targets = TargetTracker(max_targets=p.max_targets)
-        self.frames: LatestSlot = LatestSlot()
-        # CPU + eager torch: one thread runs all model work and serves prompts between the
-        # encoder's layers (compiled and exported encoders have no layers to hook; on CUDA the
-        # encoder runs on its own stream beside a prompt thread).
-        self._single_thread = p.prompt_priority and self.predictor.device.type == "cpu" and p.backend == "torch"
-        self._new_prompts = False
-        self.preempt = LayerPreemption(lambda: self._new_prompts, self._serve_prompts, p.prompt_priority_max_pause_s)
-        if self._single_thread:
-            self.preempt.attach(model.image_encoder)
-        self.stats = Stats()
-        self._prompt_cond = threading.Condition()
-        # One bounded queue per input (prompt, prompts, click, detection): a flood on one topic
-        # drops (and counts) its own oldest requests, never another input's.
-        self._prompts: Dict[str, Deque[PromptRequest]] = {}
+        self.session = StreamingSession(self.predictor, SessionConfig(
+            cache_size=p.cache_size, max_targets=p.max_targets, max_pending_prompts=p.max_pending_prompts,
+            prompt_wait_s=p.prompt_wait_s, max_queued_frames=p.max_queued_frames,
+            prompt_priority=p.prompt_priority, max_pause_s=p.prompt_priority_max_pause_s,
+            tracking=TrackingConfig(occluded_s=p.occluded_s, lost_s=p.lost_s)), on_error=self._report)
+        self._last_error = ""
         self._click_count = 0
         self._last_click_target = ""
         self._fps_window: Deque[Tuple[float, int, int]] = deque(maxlen=30)
         self._colors: Dict[str, int] = {}
+        self._results_published = 0
 
         self.pub_results = self.create_publisher(SegmentationResult, "segmentation", RESULTS_QOS)
         self.pub_overlay = self.create_publisher(Image, "segmentation/overlay", qos_profile_sensor_data)
@@ -148,66 +104,42 @@ class SamNode(Node):
         self._subscribe_detections(p.detections_topic)
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
 
-        self._encoder_thread = threading.Thread(target=self._encoder_loop, name="sam_encoder", daemon=True)
-        self._prompt_thread = None
-        if not self._single_thread:
-            self._prompt_thread = threading.Thread(target=self._prompt_loop, name="sam_prompts", daemon=True)
+        self._running = True
+        self.session.start(self._publish)
         self._auto_thread = threading.Thread(target=self._auto_loop, name="sam_auto", daemon=True)
-        self._encoder_thread.start()
-        if self._prompt_thread is not None:
-            self._prompt_thread.start()
         self._auto_thread.start()
         self.inbox.start()
         self.get_logger().info(f"listening on {image_topic} ({p.image_transport}, {p.image_qos}); clicks on {click_topic}")
 
-    # ---- inputs (executor or inbox thread: store and return) ----------------------------------
+    # ---- inputs (executor or inbox thread: convert, hand over, return) --------------------------
     def _on_image(self, msg) -> None:
-        self.stats.frames_received += 1
-        self.frames.put((msg, time.monotonic()))
+        def convert():  # on the session's tracking thread
+            return conv.to_rgb(msg), conv.stamp_key(msg.header.stamp), conv.stamp_seconds(msg.header.stamp), msg.header
+        self.session.submit(convert)
 
-    def _enqueue(self, req: PromptRequest, queue: str) -> None:
-        with self._prompt_cond:
-            self.stats.prompts_received += len(req.items)
-            req.queue = queue
-            q = self._prompts.setdefault(queue, deque())
-            while len(q) >= self.params.max_pending_prompts:
-                dropped = q.popleft()
-                self.stats.prompts_dropped += len(dropped.items)
-                self._report("prompts", f"{queue} queue full ({self.params.max_pending_prompts} requests): "
-                                        "dropped the oldest request")
-            q.append(req)
-            self._new_prompts = True
-            self._prompt_cond.notify()
-        if self._single_thread:
-            self.frames.wake()  # the encoder thread serves prompts
-
-    def _pending(self) -> int:
-        return sum(len(q) for q in self._prompts.values())
-
-    def _request(self, header, items, source) -> PromptRequest:
-        now = time.monotonic()
-        return PromptRequest(conv.stamp_key(header.stamp) if header is not None else 0, header, items, source,
-                             now, now + self.params.prompt_wait_s)
+    def _request(self, header, items, source: str, queue: str = "") -> None:
+        key = conv.stamp_key(header.stamp) if header is not None else 0
+        self.session.request(PromptRequest(key, items, source, header), queue or source)
 
     def _on_prompt(self, msg) -> None:
-        self._enqueue(self._request(msg.header, [(msg.target_id, msg)], "prompt"), "prompt")
+        self._request(msg.header, [(msg.target_id, _msg_prompt(msg))], "prompt")
 
     def _on_prompt_array(self, msg) -> None:
         if not msg.prompts:
             self._report("prompts", "empty PromptArray ignored")
             return
-        self._enqueue(self._request(msg.header, [(p.target_id, p) for p in msg.prompts], "prompt"), "prompts")
+        self._request(msg.header, [(p.target_id, _msg_prompt(p)) for p in msg.prompts], "prompt", "prompts")
 
     def _on_click(self, msg, label: int) -> None:
         point = np.array([[msg.x, msg.y]])
         if label == 0:
-            target = self.targets.get(self._last_click_target) if self._last_click_target else None
+            target = next((t for t in self.session.targets() if t.target_id == self._last_click_target), None)
             if target is None:
                 self._report("prompts", "background click with no click target to refine: ignored")
                 return
             p = target.prompt
             prompt = Prompt(np.concatenate([p.points, point]), np.concatenate([p.labels, [0]]), p.box, None, False)
-            self._enqueue(self._request(None, [(target.target_id, prompt)], "click"), "click")
+            self._request(None, [(target.target_id, prompt)], "click")
             return
         if self.params.click_mode == "target":
             self._click_count += 1
@@ -215,8 +147,8 @@ class SamNode(Node):
             self._last_click_target = target_id
         else:
             target_id = ""
-        prompt = Prompt(point, np.array([1]), None, None, multimask=self.params.multimask)
-        self._enqueue(self._request(None, [(target_id, prompt)], "click"), "click")
+        self._request(None, [(target_id, Prompt(point, np.array([1]), None, None, multimask=self.params.multimask))],
+                      "click")
 
     def _subscribe_detections(self, topic: str) -> None:
         if not topic:
@@ -237,14 +169,20 @@ class SamNode(Node):
         if len(boxes) == 0:
             return
         items = [(getattr(d, "id", "") or "", Prompt(box=b, multimask=False)) for d, b in zip(msg.detections, boxes)]
-        self._enqueue(self._request(msg.header, items, "detection"), "detection")
+        self._request(msg.header, items, "detection")
 
     def _on_clear_topic(self, msg: String) -> None:
-        n = self.targets.clear(msg.data)
+        n = self.session.remove_target(msg.data)
         self.get_logger().info(f"cleared {n} target(s) ({msg.data or 'all'})")
 
+    def _on_clear_service(self, request, response):
+        n = self.session.remove_target("")
+        response.success = True
+        response.message = f"cleared {n} target(s)"
+        return response
+
     def _on_segment_everything(self, request, response):
-        if self.cache.latest() is None:
+        if self.session.cache.latest() is None:
             response.success = False
             response.message = "no frame has been encoded yet"
             return response
@@ -252,191 +190,6 @@ class SamNode(Node):
         response.success = True
         response.message = "automatic masks of the latest frame will be published on segmentation"
         return response
-
-    def _on_clear_service(self, request, response):
-        n = self.targets.clear("")
-        response.success = True
-        response.message = f"cleared {n} target(s)"
-        return response
-
-    # ---- encoder thread ---------------------------------------------------------------------
-    def _encoder_loop(self) -> None:
-        waiting = False
-        while self._running:
-            if self._single_thread and (self._new_prompts or waiting):
-                waiting = self._serve_prompts()
-            item = self.frames.take(timeout=0.05 if waiting else 0.2)
-            if item is None:
-                continue
-            msg, arrived = item
-            try:
-                self._encode_frame(msg, arrived)
-            except InputError as e:
-                self.stats.image_errors += 1
-                self._report("image", f"frame skipped: {e}")
-            except Exception as e:  # keep serving whatever happens to one frame
-                if not self.context.ok():
-                    break  # shutting down
-                self.stats.image_errors += 1
-                self._report("image", f"frame failed: {type(e).__name__}: {e}")
-
-    def _encode_frame(self, msg, arrived: float) -> None:
-        key = conv.stamp_key(msg.header.stamp)
-        rgb = conv.to_rgb(msg)
-        size = rgb.shape[:2]
-        if self.stats.last_size is not None and size != self.stats.last_size:
-            self.get_logger().info(f"camera resolution changed {self.stats.last_size} -> {size}")
-        self.stats.last_size = size
-        t0 = time.perf_counter()
-        self.preempt.begin_job()
-        emb = self.predictor.encode(rgb)
-        # Encoder compute time: prompts served between its layers are not encoder time.
-        enc_ms = (time.perf_counter() - t0 - self.preempt.job_paused_s) * 1000
-        self.stats.encoder_ms.append(enc_ms)
-        self.stats.frames_encoded += 1
-        frame = CachedFrame(key, emb, msg.header, rgb, enc_ms, arrived)
-        self.cache.add(frame)
-        if self._single_thread:
-            self._serve_prompts()  # requests that were waiting for this frame
-        else:
-            with self._prompt_cond:
-                self._prompt_cond.notify()  # prompts may be waiting for this frame
-        overlay: List[Tuple[str, np.ndarray, float]] = []
-        if len(self.targets):
-            overlay = self._segment_targets(frame)
-        if self.params.publish_overlay and self.pub_overlay.get_subscription_count() > 0:
-            self._publish_overlay(frame, overlay)
-
-    def _segment_targets(self, frame: CachedFrame) -> List[Tuple[str, np.ndarray, float]]:
-        size = frame.embedding.original_size
-        pairs = self.targets.prompts_for(size)
-        t0 = time.perf_counter()
-        try:
-            preds = self.predictor.predict_prompts(frame.embedding, [p for _, p in pairs])
-        except InputError as e:
-            self._report("targets", f"active targets could not be decoded on this frame: {e}")
-            return []
-        dec_ms = (time.perf_counter() - t0) * 1000
-        self.stats.decoder_ms.append(dec_ms)
-        objects, drawn = [], []
-        for (target, prompt), pred in zip(pairs, preds):
-            chosen = int(np.argmax(pred.iou_predictions))
-            self.targets.update(target, pred, chosen, size)
-            objects.append(self._object_msg(target.target_id, "target", pred, prompt.multimask, chosen))
-            drawn.append((target.target_id, pred.masks[chosen], float(pred.iou_predictions[chosen])))
-        self._publish_result(frame, objects, frame.encoder_ms, dec_ms)
-        return drawn
-
-    # ---- prompt thread ----------------------------------------------------------------------
-    def _prompt_loop(self) -> None:
-        """The prompt thread (when the encoder does not serve prompts itself)."""
-        waiting = False
-        while self._running:
-            with self._prompt_cond:
-                if not self._new_prompts:
-                    # New frames notify too: requests may be waiting for one.
-                    self._prompt_cond.wait(0.05 if waiting else 0.2)
-            waiting = self._serve_prompts()
-
-    def _serve_prompts(self) -> bool:
-        """Decode every queued request whose frame is cached; requests whose frame is still on its
-        way go back to the queue. Returns whether any are waiting."""
-        with self._prompt_cond:
-            self._new_prompts = False
-            pending = [req for q in self._prompts.values() for req in q]
-            for q in self._prompts.values():
-                q.clear()
-        if not pending:
-            return False
-        waiting = []
-        # Requests for the same frame decode together.
-        groups: Dict[int, List[PromptRequest]] = {}
-        for req in pending:
-            groups.setdefault(req.key, []).append(req)
-        for key, reqs in groups.items():
-            frame = self.cache.latest() if key == 0 else self.cache.get(key)
-            if frame is None:
-                waiting.extend(self._frame_not_ready(key, reqs))
-                continue
-            try:
-                self._decode_requests(frame, reqs)
-            except Exception as e:  # keep serving the other prompts
-                if not self.context.ok():
-                    return False
-                self.stats.prompt_errors += sum(len(r.items) for r in reqs)
-                self._report("prompts", f"decoding failed: {type(e).__name__}: {e}")
-        if waiting:
-            with self._prompt_cond:
-                for req in reversed(waiting):
-                    self._prompts.setdefault(req.queue, deque()).appendleft(req)
-        return bool(waiting)
-
-    def _frame_not_ready(self, key: int, reqs: List[PromptRequest]) -> List[PromptRequest]:
-        """Requests that may still get their frame are returned to wait; others are reported."""
-        latest = self.cache.latest()
-        keep = []
-        now = time.monotonic()
-        for req in reqs:
-            newer_than_cache = latest is None or key > latest.key
-            if now < req.deadline and (key == 0 or newer_than_cache):
-                keep.append(req)  # the frame is on its way (or no frame yet): wait
-                continue
-            self.stats.prompt_errors += len(req.items)
-            if key == 0:
-                self._report("prompts", "no camera frame has been received yet: prompt dropped")
-            elif newer_than_cache:
-                self._report("prompts", f"frame {key * 1e-9:.3f}s was not encoded within {self.params.prompt_wait_s}s "
-                                        "(dropped: latest frame wins): prompt dropped")
-            else:
-                self._report("prompts", f"frame {key * 1e-9:.3f}s is no longer cached (cache holds the last "
-                                        f"{self.cache.capacity} frames): prompt dropped")
-        return keep
-
-    def _decode_requests(self, frame: CachedFrame, reqs: List[PromptRequest]) -> None:
-        size = frame.embedding.original_size
-        low_res = self.predictor.low_res_size
-        prompts: List[Prompt] = []
-        owners: List[Tuple[PromptRequest, str]] = []
-        for req in reqs:
-            for target_id, item in req.items:
-                try:
-                    prompt = item if isinstance(item, Prompt) else conv.prompt_from_msg(item, size, low_res)
-                    self._check_prompt(prompt, size)
-                except InputError as e:
-                    self.stats.prompt_errors += 1
-                    self._report("prompts", f"prompt {target_id or '(one-shot)'} rejected: {e}")
-                    continue
-                prompts.append(prompt)
-                owners.append((req, target_id))
-        if not prompts:
-            return
-        t0 = time.perf_counter()
-        try:
-            preds = self.predictor.predict_prompts(frame.embedding, prompts)
-        except InputError as e:  # defensive: _check_prompt should have caught it
-            self.stats.prompt_errors += len(prompts)
-            self._report("prompts", f"prompts rejected: {e}")
-            return
-        dec_ms = (time.perf_counter() - t0) * 1000
-        self.stats.decoder_ms.append(dec_ms)
-        by_req: Dict[int, List[Any]] = {}
-        for (req, target_id), prompt, pred in zip(owners, prompts, preds):
-            chosen = int(np.argmax(pred.iou_predictions))
-            by_req.setdefault(id(req), [req]).append(self._object_msg(target_id, req.source, pred, prompt.multimask, chosen))
-            if target_id:
-                target = Target(target_id, prompt, size, source=req.source)
-                self.targets.update(target, pred, chosen, size)
-                self.targets.set(target)
-        for _, (req, *objects) in by_req.items():
-            self._publish_result(frame, objects, 0.0, dec_ms, received_at=req.received_at)
-
-    def _check_prompt(self, prompt: Prompt, size: Tuple[int, int]) -> None:
-        from ..engine.prompts import validate_boxes, validate_points
-
-        if len(prompt.points):
-            validate_points(prompt.points[None], prompt.labels[None], size)
-        if prompt.box is not None:
-            prompt.box = validate_boxes(prompt.box[None], size)[0]
 
     # ---- automatic masks thread ---------------------------------------------------------------
     def _auto_loop(self) -> None:
@@ -450,7 +203,7 @@ class SamNode(Node):
             if not triggered and period is None:
                 continue
             self._auto_request.clear()
-            frame = self.cache.latest()
+            frame = self.session.cache.latest()
             if frame is None or (not triggered and frame.key == last_key):
                 continue
             last_key = frame.key
@@ -462,7 +215,7 @@ class SamNode(Node):
                     break
                 self._report("auto", f"automatic masks failed: {type(e).__name__}: {e}")
 
-    def _publish_auto_masks(self, frame: CachedFrame) -> None:
+    def _publish_auto_masks(self, frame) -> None:
         region = self.params.auto_region
         region = region if len(region) == 4 and region[2] > region[0] and region[3] > region[1] else None
         t0 = time.perf_counter()
@@ -473,20 +226,45 @@ class SamNode(Node):
             mask = rec["segmentation"]
             pred = MaskPrediction(mask[None], np.array([rec["predicted_iou"]]), np.zeros((1, 1, 1)),
                                   np.array([rec["stability_score"]]))
-            objects.append(self._object_msg(f"auto/{i}", "auto", pred, False, 0))
-        self._publish_result(frame, objects, 0.0, dec_ms)
+            objects.append(ObjectResult(f"auto/{i}", "auto", "", mask, float(rec["predicted_iou"]),
+                                        float(rec["stability_score"]), prediction=pred))
+        res = self._result_msg(frame.meta, frame.embedding.original_size, objects, False, 0.0, dec_ms, 0.0,
+                               frame.received_at)
+        self.pub_results.publish(res)
 
-    # ---- outputs ----------------------------------------------------------------------------
-    def _object_msg(self, target_id: str, source: str, pred: MaskPrediction, multimask: bool, chosen: int) -> ObjectMask:
-        obj = ObjectMask(target_id=target_id, source=source)
-        cands = [self._candidate(pred, i) for i in range(len(pred.iou_predictions))]
-        best = cands[chosen]
-        obj.bbox, obj.mask, obj.iou, obj.stability, obj.area = best.bbox, best.mask, best.iou, best.stability, best.area
-        if multimask and len(cands) > 1:
-            obj.candidates = cands
-            obj.chosen = chosen
+    # ---- outputs (session threads) -------------------------------------------------------------
+    def _publish(self, result: FrameResult) -> None:
+        """A session result (targets on a frame, or the answer to a prompt request) -> messages."""
+        if not self._running:
+            return
+        header = result.meta if result.meta is not None else result.frame.meta
+        res = self._result_msg(header, result.frame.size, result.objects, result.encoded, result.encoder_ms,
+                               result.decoder_ms, result.track_ms, result.received_at)
+        self.pub_results.publish(res)
+        self._results_published += 1
+        if result.kind == "targets" and self.params.publish_overlay and self.pub_overlay.get_subscription_count() > 0:
+            self._publish_overlay(result)
+
+    def _result_msg(self, header, size, objects: List[ObjectResult], encoded: bool, enc_ms: float, dec_ms: float,
+                    track_ms: float, received_at: float) -> SegmentationResult:
+        res = SegmentationResult(header=header, objects=[self._object_msg(o) for o in objects], encoded=encoded,
+                                 encoder_ms=float(enc_ms), decoder_ms=float(dec_ms), tracking_ms=float(track_ms))
+        res.height, res.width = size
+        res.latency_ms = float((time.monotonic() - received_at) * 1000)
+        return res
+
+    def _object_msg(self, o: ObjectResult) -> ObjectMask:
+        obj = ObjectMask(target_id=o.target_id, source=o.source, state=o.state, propagated=o.propagated,
+                         age_frames=int(o.age_frames), age_s=float(o.age_s), chosen=-1)
+        if o.prediction is not None and o.multimask and len(o.prediction.iou_predictions) > 1:
+            obj.candidates = [self._candidate(o.prediction, i) for i in range(len(o.prediction.iou_predictions))]
+            obj.chosen = o.chosen
+            best = obj.candidates[o.chosen]
+        elif o.mask is not None:
+            best = self._candidate(MaskPrediction(o.mask[None], np.array([o.iou]), None, np.array([o.stability])), 0)
         else:
-            obj.chosen = -1
+            return obj  # absent target: state only, no mask
+        obj.bbox, obj.mask, obj.iou, obj.stability, obj.area = best.bbox, best.mask, best.iou, best.stability, best.area
         return obj
 
     @staticmethod
@@ -503,56 +281,54 @@ class SamNode(Node):
             c.area = int(np.count_nonzero(roi))
         return c
 
-    def _publish_result(self, frame: CachedFrame, objects: List[ObjectMask], enc_ms: float, dec_ms: float,
-                        received_at: Optional[float] = None) -> None:
-        res = SegmentationResult(header=frame.meta, objects=objects, encoder_ms=float(enc_ms), decoder_ms=float(dec_ms))
-        res.height, res.width = frame.embedding.original_size
-        start = received_at if received_at is not None else frame.received_at
-        res.latency_ms = float((time.monotonic() - start) * 1000)
-        self.pub_results.publish(res)
-        self.stats.results_published += 1
-
-    def _publish_overlay(self, frame: CachedFrame, drawn: List[Tuple[str, np.ndarray, float]]) -> None:
+    def _publish_overlay(self, result: FrameResult) -> None:
+        drawn = [(o.target_id, o.mask, o.iou) for o in result.objects if o.mask is not None]
         # Colours by order of first appearance: distinct for the first targets, stable per id.
         keys = [self._colors.setdefault(tid, len(self._colors)) for tid, _, _ in drawn]
-        image = draw_masks(frame.image, [m for _, m, _ in drawn],
+        image = draw_masks(result.frame.rgb, [m for _, m, _ in drawn],
                            labels=[f"{tid} {iou:.2f}" for tid, _, iou in drawn],
                            keys=keys, alpha=self.params.overlay_alpha)
         msg = conv.fill_image_msg(Image(), image, "rgb8")
-        msg.header = frame.meta
+        msg.header = result.frame.meta
         self.pub_overlay.publish(msg)
 
     def _report(self, kind: str, message: str) -> None:
-        self.stats.last_error = f"{kind}: {message}"
+        self._last_error = f"{kind}: {message}"
         self.get_logger().warning(message, throttle_duration_sec=1.0)
 
     def _publish_diagnostics(self) -> None:
-        s = self.stats
+        s = self.session.stats
         now = time.monotonic()
         self._fps_window.append((now, s.frames_received, s.frames_encoded))
         t_old, rx_old, enc_old = self._fps_window[0]
         dt = max(1e-6, now - t_old)
         fps_in = (s.frames_received - rx_old) / dt if len(self._fps_window) > 1 else 0.0
         fps_out = (s.frames_encoded - enc_old) / dt if len(self._fps_window) > 1 else 0.0
-        enc = float(np.mean(s.encoder_ms)) if s.encoder_ms else 0.0
-        dec = float(np.mean(s.decoder_ms)) if s.decoder_ms else 0.0
+        mean = lambda v: round(float(np.mean(v)), 2) if v else 0.0  # noqa: E731
+        targets = self.session.targets()
         status = DiagnosticStatus(name=f"{self.get_name()}: segmentation", hardware_id=self.params.device)
-        errors = s.image_errors + s.prompt_errors
-        status.level = DiagnosticStatus.WARN if s.last_error else DiagnosticStatus.OK
+        q = self.session.prompts
+        errors = s.frame_errors + s.prompt_errors
+        status.level = DiagnosticStatus.WARN if self._last_error else DiagnosticStatus.OK
         if s.frames_received == 0:
             status.message = "waiting for camera frames"
         else:
-            status.message = f"{fps_out:.1f} fps encoded of {fps_in:.1f} fps in, {len(self.targets)} targets, {errors} errors"
+            status.message = (f"{fps_out:.1f} fps encoded of {fps_in:.1f} fps in, {len(targets)} targets, "
+                              f"{errors} errors")
         values = {
             "frames_received": s.frames_received, "frames_encoded": s.frames_encoded,
-            "frames_dropped": self.frames.dropped, "fps_in": round(fps_in, 2), "fps_encoded": round(fps_out, 2),
-            "encoder_ms": round(enc, 1), "decoder_ms": round(dec, 1), "prompts_received": s.prompts_received,
-            "prompts_dropped": s.prompts_dropped, "prompt_errors": s.prompt_errors, "image_errors": s.image_errors,
-            "results_published": s.results_published, "active_targets": len(self.targets),
-            "encoder_pauses_for_prompts": self.preempt.pauses,
-            "encoder_paused_ms": round(self.preempt.paused_s * 1000, 1),
-            "cached_frames": len(self.cache), "pending_prompt_requests": self._pending(),
-            "last_error": s.last_error,
+            "frames_dropped": s.frames_dropped, "fps_in": round(fps_in, 2), "fps_encoded": round(fps_out, 2),
+            "encoder_ms": mean(s.encoder_ms), "decoder_ms": mean(s.decoder_ms), "tracking_ms": mean(s.track_ms),
+            "prompts_received": q.received, "prompts_dropped": q.dropped_full + q.dropped_stale,
+            "prompts_dropped_stale": q.dropped_stale, "prompt_errors": s.prompt_errors,
+            "image_errors": s.frame_errors, "results_published": self._results_published,
+            "active_targets": len(targets),
+            "targets_by_state": ",".join(f"{t.target_id}:{t.state.value}" for t in targets),
+            "targets_ended": s.targets_ended, "reacquisitions": s.reacquisitions,
+            "encoder_pauses_for_prompts": self.session.preempt.pauses,
+            "encoder_paused_ms": round(self.session.preempt.paused_s * 1000, 1),
+            "cached_frames": len(self.session.cache), "pending_prompt_requests": len(q),
+            "last_error": self._last_error,
         }
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray(status=[status])
@@ -564,18 +340,19 @@ class SamNode(Node):
         if hasattr(self, "inbox"):
             self.inbox.stop()
         # The constructor may have failed part-way (e.g. a bad checkpoint): stop what exists.
-        if hasattr(self, "frames"):
-            self.frames.close()
-        if hasattr(self, "_prompt_cond"):
-            with self._prompt_cond:
-                self._prompt_cond.notify_all()
+        if hasattr(self, "session"):
+            self.session.stop()
         if hasattr(self, "_auto_request"):
             self._auto_request.set()
-        for name in ("_encoder_thread", "_prompt_thread", "_auto_thread"):
-            thread = getattr(self, name, None)
-            if thread is not None and thread.is_alive():
-                thread.join(timeout=5)
+        thread = getattr(self, "_auto_thread", None)
+        if thread is not None and thread.is_alive():
+            thread.join(timeout=5)
         super().destroy_node()
+
+
+def _msg_prompt(msg) -> Callable[[Tuple[int, int], int], Prompt]:
+    """A sam_ros/Prompt message becomes a Prompt once its frame's size is known."""
+    return lambda size, low_res: conv.prompt_from_msg(msg, size, low_res)
 
 
 def in_own_thread(fn: Callable[..., Any], *args: Any) -> Any:

@@ -26,12 +26,16 @@ class NodeParams:
     # behaviour
     cache_size: int = 4
     max_pending_prompts: int = 256
-    prompt_wait_s: float = 5.0
+    prompt_wait_s: float = 1.0
     max_targets: int = 32
     multimask: bool = True
     stability_offset: float = 1.0
     prompt_priority: bool = True
     prompt_priority_max_pause_s: float = 0.25
+    # tracking
+    occluded_s: float = 1.0
+    lost_s: float = 10.0
+    max_queued_frames: int = 30
     # automatic masks ("segment everything")
     auto_masks_rate: float = 0.0
     auto_points_per_side: int = 16
@@ -64,7 +68,8 @@ DESCRIPTIONS = {
     "detections_topic": "vision_msgs/Detection2DArray boxes (used only where vision_msgs is installed).",
     "cache_size": "number of recent frames whose embeddings are kept for prompts (bounded memory).",
     "max_pending_prompts": "prompt queue bound; older prompts are dropped (and counted) beyond it.",
-    "prompt_wait_s": "how long a prompt for a frame that is still being encoded may wait for it.",
+    "prompt_wait_s": "a prompt not served within this (its frame still being encoded, or a flood ahead of it) "
+                     "is dropped and counted, never decoded late.",
     "max_targets": "maximum number of active targets; the oldest is dropped beyond it.",
     "multimask": "default for clicks: return the 3 ambiguity candidates and choose by predicted IoU.",
     "stability_offset": "logit offset of the stability score.",
@@ -73,6 +78,11 @@ DESCRIPTIONS = {
                        "false: a separate prompt thread (always so on CUDA and for compiled/exported encoders).",
     "prompt_priority_max_pause_s": "at most this much prompt work inside one frame's encoding (a prompt flood "
                                    "cannot starve the encoder).",
+    "occluded_s": "a target absent (occluded or out of view) for longer than this is reported lost "
+                  "and searched for in the whole image (seconds of source time).",
+    "lost_s": "a target absent for longer than this ends (reported once with state ended).",
+    "max_queued_frames": "frames waiting for the tracking thread beyond this are dropped (and counted); "
+                         "normally at most one encoder pass of frames waits.",
     "auto_masks_rate": "publish all masks of the latest frame at this rate (Hz; 0 = off). "
                        "The ~/segment_everything service does it once on demand.",
     "auto_points_per_side": "automatic masks: grid of points per side.",

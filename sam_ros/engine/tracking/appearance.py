@@ -1,0 +1,136 @@
+"""What a target looks like, to tell it from other objects and to find it again (ROS-free).
+
+Two model-agnostic cues, both computed on the target's mask:
+- the image embedding pooled under the mask (a PerSAM-style location prior: the cosine similarity
+  of this vector with every cell of a new frame's embedding says where the target may be);
+- a hue-saturation histogram of its pixels (cheap, and independent of the embedding's coarse grid).
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from ..predictor import ImageEmbedding
+
+HIST_BINS = (18, 8)   # hue x saturation
+
+
+def embedding_grid_mask(mask: np.ndarray, embedding: ImageEmbedding) -> np.ndarray:
+    """The H x W mask as per-cell coverage (0..1) on the embedding grid (h x w float32). The
+    grid covers the resized, padded input: the image occupies its top-left `input_size`."""
+    gh, gw = embedding.features.shape[-2:]
+    ih, iw = embedding.input_size
+    pad = max(ih, iw)  # the model's input side (longest side resized to it)
+    ch, cw = ih * gh / pad, iw * gw / pad   # grid cells covered by the image
+    small = cv2.resize(mask.astype(np.float32), (max(1, round(cw)), max(1, round(ch))), interpolation=cv2.INTER_AREA)
+    out = np.zeros((gh, gw), np.float32)
+    out[:small.shape[0], :small.shape[1]] = small[:gh, :gw]
+    return out
+
+
+def _centred_cells(embedding: ImageEmbedding) -> "torch.Tensor":
+    """C x h x w embedding cells minus their mean over the image: what is shared by the whole
+    frame says little about one object."""
+    feats = embedding.features[0].float().cpu()
+    weights = torch.from_numpy(embedding_grid_mask(np.ones(embedding.original_size, bool), embedding))
+    mean = (feats * weights).sum((1, 2), keepdim=True) / weights.sum().clamp_min(1e-6)
+    return feats - mean
+
+
+def pooled_feature(embedding: ImageEmbedding, mask: np.ndarray) -> Optional[np.ndarray]:
+    """Unit-length C-vector: the (image-mean centred) embedding averaged under the mask (None
+    for an empty mask)."""
+    weights = embedding_grid_mask(mask, embedding)
+    total = float(weights.sum())
+    if total <= 1e-6:
+        return None
+    vec = ((_centred_cells(embedding) * torch.from_numpy(weights)).sum((1, 2)) / total).numpy()
+    norm = float(np.linalg.norm(vec))
+    return vec / norm if norm > 0 else None
+
+
+def similarity_map(embedding: ImageEmbedding, feature: np.ndarray) -> np.ndarray:
+    """Cosine similarity of `feature` with every (centred) cell of the embedding inside the
+    image: gh x gw float32 (cells of the padding are -1)."""
+    feats = _centred_cells(embedding)
+    c, gh, gw = feats.shape
+    f = feats.reshape(c, -1)
+    f = f / f.norm(dim=0, keepdim=True).clamp_min(1e-6)
+    sim = (torch.from_numpy(feature.astype(np.float32)) @ f).reshape(gh, gw).numpy()
+    ih, iw = embedding.input_size
+    pad = max(ih, iw)
+    valid_h, valid_w = int(np.ceil(ih * gh / pad)), int(np.ceil(iw * gw / pad))
+    out = np.full((gh, gw), -1.0, np.float32)
+    out[:valid_h, :valid_w] = sim[:valid_h, :valid_w]
+    return out
+
+
+def candidate_points(sim: np.ndarray, embedding: ImageEmbedding, threshold: float,
+                     max_candidates: int = 3) -> List[Tuple[float, float, float]]:
+    """Local maxima of the similarity map above `threshold`, best first, as (x, y, similarity)
+    in original-image pixels (cell centres)."""
+    gh, gw = sim.shape
+    dil = cv2.dilate(sim, np.ones((3, 3), np.uint8))
+    ys, xs = np.nonzero((sim >= dil) & (sim >= threshold))
+    order = np.argsort(-sim[ys, xs])[:max_candidates]
+    H, W = embedding.original_size
+    ih, iw = embedding.input_size
+    pad = max(ih, iw)
+    cell = pad / gh                       # input pixels per cell
+    to_orig = W / iw                      # input -> original scale (same on both axes)
+    out = []
+    for i in order:
+        x = min(W - 1.0, (xs[i] + 0.5) * cell * to_orig)
+        y = min(H - 1.0, (ys[i] + 0.5) * cell * to_orig)
+        out.append((float(x), float(y), float(sim[ys[i], xs[i]])))
+    return out
+
+
+def colour_histogram(rgb: np.ndarray, mask: np.ndarray, bbox: Tuple[int, int, int, int]) -> Optional[np.ndarray]:
+    """Normalised hue-saturation histogram of the masked pixels (None for an empty mask)."""
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        return None
+    roi = np.ascontiguousarray(rgb[y:y + h, x:x + w])
+    m = np.ascontiguousarray(mask[y:y + h, x:x + w], dtype=np.uint8)
+    if not m.any():
+        return None
+    hsv = cv2.cvtColor(roi, cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], m, list(HIST_BINS), [0, 180, 0, 256])
+    s = float(hist.sum())
+    return (hist / s).astype(np.float32) if s > 0 else None
+
+
+def histogram_similarity(reference: Optional[np.ndarray], observed: Optional[np.ndarray],
+                         concentration: float = 3.0) -> float:
+    """How much of the observed colours the reference holds (0..1): sum over bins of
+    min(observed, concentration x reference). A partial view of the object (its colours in other
+    proportions, up to `concentration` times more of one) scores near 1, another object near 0."""
+    if reference is None or observed is None:
+        return 0.0
+    return float(np.minimum(observed, concentration * reference).sum())
+
+
+@dataclass
+class Appearance:
+    """A target's appearance model, updated slowly while it is tracked confidently."""
+    feature: Optional[np.ndarray] = None     # unit C-vector
+    histogram: Optional[np.ndarray] = None
+    area: float = 0.0                        # reference visible area, pixels
+
+    def update(self, feature: Optional[np.ndarray], histogram: Optional[np.ndarray], area: float,
+               rate: float) -> None:
+        """Blend in a new observation (rate 1 replaces, 0 keeps)."""
+        if feature is not None:
+            f = feature if self.feature is None else (1 - rate) * self.feature + rate * feature
+            self.feature = f / max(1e-6, float(np.linalg.norm(f)))
+        if histogram is not None:
+            self.histogram = histogram if self.histogram is None else (1 - rate) * self.histogram + rate * histogram
+        self.area = area if self.area <= 0 else (1 - rate) * self.area + rate * area
+
+    def score(self, feature: Optional[np.ndarray], histogram: Optional[np.ndarray]) -> Tuple[float, float]:
+        """(embedding cosine, colour similarity) of an observation against this model."""
+        cos = float(feature @ self.feature) if feature is not None and self.feature is not None else 0.0
+        return cos, histogram_similarity(self.histogram, histogram)

@@ -1,0 +1,310 @@
+"""Trackers behind one interface, and the model-agnostic one: prompt propagation between frames.
+
+`PromptTracker` works with every SAM 1 model. Between encoded frames it moves each target's mask
+by the optical flow of points on the object (flow.py); on an encoded frame it re-segments every
+target in one decoder batch, prompted from the propagated state (the propagated box with a margin
+and the point farthest inside the propagated mask), and checks the decoded mask against the
+target's appearance and expected size before accepting it. A target that fails the check, or
+whose flow points vanish, becomes occluded: no mask is published; its position is extrapolated
+from its last velocity, and on encoded frames it is searched for near that position and where
+the embedding looks like it (appearance.py); after `occluded_s` it is lost (searched everywhere),
+after `lost_s` it ends.
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from ..mask_utils import farthest_from_boundary
+from ..predictor import ImageEmbedding, MaskPrediction
+from ..prompts import Prompt
+from . import appearance as app
+from .flow import FlowFrame, estimate_motion, sample_points, warp_mask
+from .target import Target, TargetState
+
+
+@dataclass
+class TrackingConfig:
+    """Tracking settings (seconds are source time: the frames' stamps)."""
+    box_margin: float = 0.0          # re-segmentation box: the target's box grown by this share per side
+    box_size_step: float = 0.1       # a decode changes the box's width and height by at most this share
+    clip_margin: float = 0.1         # a re-segmented mask is cut to its prompt box grown by this share
+    negative_points: bool = False    # background clicks just outside the propagated box's sides
+    min_flow_reliability: float = 0.2   # share of flow points moving consistently to trust the flow
+    min_iou: float = 0.4             # predicted IoU needed to accept a decoded mask
+    min_area_ratio: float = 0.15     # decoded area / reference area to accept (partial occlusion)
+    max_area_ratio: float = 4.0
+    min_colour: float = 0.45         # colour similarity needed to accept a decoded mask as the target
+    reacquire_iou: float = 0.3       # to re-acquire an absent target: predicted IoU,
+    reacquire_colour: float = 0.4    # colour similarity,
+    reacquire_feature: float = 0.7   # embedding similarity, and
+    reacquire_area: Tuple[float, float] = (0.1, 3.0)   # area ratio
+    appearance_rate: float = 0.02    # how fast the appearance model follows the target
+    occluded_s: float = 1.0          # occluded for longer than this: lost
+    lost_s: float = 10.0             # absent for longer than this: ended
+    max_flow_points: int = 48
+    max_candidates: int = 3          # re-acquisition candidates per absent target and encoded frame
+    velocity_decay: float = 0.9      # extrapolated motion of an absent target slows down per frame
+
+
+def _bbox(mask: np.ndarray) -> Tuple[int, int, int, int]:
+    if mask is None or not mask.any():
+        return (0, 0, 0, 0)
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    return (int(x), int(y), int(w), int(h))
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.count_nonzero(a & b)
+    union = np.count_nonzero(a | b)
+    return inter / union if union else 0.0
+
+
+class Tracker:
+    """The interface a tracker gives the streaming session.
+
+    - start(target, frame_rgb, flow, embedding, pred, chosen, stamp): a target begins with a decoded mask;
+    - propagate(targets, prev, cur, rgb, stamp): move the targets to a new frame without the model;
+    - prompts(targets, size): the prompts to re-segment the targets on an encoded frame;
+    - correct(targets, prompts, preds, ...): accept or reject the decoded masks, update states.
+    """
+
+
+class PromptTracker(Tracker):
+    def __init__(self, config: Optional[TrackingConfig] = None) -> None:
+        self.config = config or TrackingConfig()
+        self.debug = None
+
+    # ---- start ---------------------------------------------------------------------------
+    def start(self, target: Target, rgb: np.ndarray, flow: FlowFrame, embedding: Optional[ImageEmbedding],
+              pred: MaskPrediction, chosen: int, stamp: float) -> None:
+        """A target's first (or re-prompted) decode: its mask, appearance and flow points."""
+        mask = pred.masks[chosen]
+        target.image_size = flow.size
+        target.state = TargetState.TRACKING
+        target.absent_since = None
+        target.velocity = np.zeros(2)
+        self._anchor(target, mask, pred, chosen, flow, stamp, rate=1.0, rgb=rgb, embedding=embedding)
+        if not mask.any():  # nothing there: absent from the start
+            self._go_absent(target, stamp)
+
+    def _anchor(self, target: Target, mask: np.ndarray, pred: MaskPrediction, chosen: int, flow: FlowFrame,
+                stamp: float, rate: float, rgb: np.ndarray, embedding: Optional[ImageEmbedding]) -> None:
+        """Accept a decoded mask as the target's state on this frame."""
+        bbox = _bbox(mask)
+        target.mask, target.bbox = mask, bbox
+        target.key, target.stamp = flow.key, stamp
+        target.decoded_key, target.decoded_stamp = flow.key, stamp
+        target.age_frames = 0
+        target.propagated = False
+        target.low_res = pred.low_res_logits[chosen][None]
+        target.iou = float(pred.iou_predictions[chosen])
+        target.stability = float(pred.stability_scores[chosen])
+        target.decodes += 1
+        if bbox[2] > 0:
+            target.box = self._next_box(target.box if rate < 1.0 else None, bbox)
+            c = np.array([bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2])
+            target.center = c
+            target.size = np.array(bbox[2:], np.float64)
+            target.points = sample_points(mask, bbox, flow.gray, self.config.max_flow_points)
+            area = float(np.count_nonzero(mask))
+            # The appearance model follows a fully visible target only (a partial view would
+            # shrink the reference area and skew the colours).
+            ref = target.appearance.area
+            if rate >= 1.0 or ref <= 0 or 0.8 * ref <= area <= 1.25 * ref:
+                feature = app.pooled_feature(embedding, mask) if embedding is not None else None
+                target.appearance.update(feature, app.colour_histogram(rgb, mask, bbox), area, rate)
+
+    def _next_box(self, box: Optional[np.ndarray], bbox: Tuple[int, int, int, int]) -> np.ndarray:
+        """The target's box after a decode: centred on the decoded mask, but its size changes by
+        at most `box_size_step` (a mask that bled into a neighbour cannot inflate the box, nor
+        can one cut by an occluder shrink it at once)."""
+        x, y, w, h = bbox
+        if box is None:
+            return np.array([x, y, x + w, y + h], np.float64)
+        pw, ph = box[2] - box[0], box[3] - box[1]
+        step = self.config.box_size_step
+        w = float(np.clip(w, (1 - step) * pw, (1 + step) * pw))
+        h = float(np.clip(h, (1 - step) * ph, (1 + step) * ph))
+        cx, cy = x + bbox[2] / 2, y + bbox[3] / 2
+        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+    def _go_absent(self, target: Target, stamp: float) -> None:
+        if target.state.present:
+            target.state = TargetState.OCCLUDED
+            target.absent_since = stamp
+        target.mask = None
+        target.bbox = (0, 0, 0, 0)
+        target.points = np.zeros((0, 2), np.float32)
+
+    def _age_absent(self, target: Target, stamp: float) -> None:
+        since = target.absent_since if target.absent_since is not None else stamp
+        gone = stamp - since
+        if gone > self.config.lost_s:
+            target.state = TargetState.ENDED
+        elif gone > self.config.occluded_s:
+            target.state = TargetState.LOST
+
+    # ---- between encoded frames -------------------------------------------------------------
+    def propagate(self, targets: Sequence[Target], prev: FlowFrame, cur: FlowFrame, stamp: float) -> None:
+        """Move every target from frame prev to frame cur by optical flow."""
+        h, w = cur.size
+        for t in targets:
+            if t.state == TargetState.ENDED:
+                continue
+            t.frames += 1
+            if t.state == TargetState.REACQUIRED:
+                t.state = TargetState.TRACKING
+            if not t.state.present:
+                t.center = t.center + t.velocity
+                t.velocity = t.velocity * self.config.velocity_decay
+                t.key, t.stamp = cur.key, stamp
+                self._age_absent(t, stamp)
+                continue
+            motion = estimate_motion(prev, cur, t.points)
+            if motion.matrix is None or motion.reliability < self.config.min_flow_reliability:
+                # The points vanished (covered, or the view changed too much): hold the last
+                # mask moved by the last velocity until the next encoded frame decides.
+                m = np.array([[1.0, 0.0, t.velocity[0]], [0.0, 1.0, t.velocity[1]]])
+            else:
+                m = motion.matrix
+            mask = warp_mask(t.mask, t.bbox, m)
+            bbox = _bbox(mask)
+            t.age_frames += 1
+            t.propagated = True
+            t.key, t.stamp = cur.key, stamp
+            if bbox[2] == 0 or np.count_nonzero(mask) < 0.1 * max(1.0, t.appearance.area) and _left_view(m, t, w, h):
+                self._go_absent(t, stamp)   # carried out of the view
+                t.center = _moved_center(m, t)
+                continue
+            if t.box is not None:
+                # The box moves with the object's centre and scales with it (not with its rotation).
+                bc = np.array([(t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2])
+                nc = m[:, :2] @ bc + m[:, 2]
+                half = (t.box[2:] - t.box[:2]) / 2 * np.sqrt(abs(np.linalg.det(m[:, :2])))
+                t.box = np.concatenate([nc - half, nc + half])
+            c = np.array([bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2])
+            t.velocity = 0.5 * t.velocity + 0.5 * (c - t.center)
+            t.center = c
+            t.mask, t.bbox = mask, bbox
+            t.points = sample_points(mask, bbox, cur.gray, self.config.max_flow_points)
+
+    # ---- on encoded frames ------------------------------------------------------------------
+    def prompts(self, targets: Sequence[Target], size: Tuple[int, int],
+                embedding: Optional[ImageEmbedding]) -> List[Tuple[Target, Prompt, str]]:
+        """Prompts to decode on an encoded frame: per present target one (kind "track"); per
+        absent target a box where it is expected and points where the embedding looks like it
+        (kind "search")."""
+        h, w = size
+        out: List[Tuple[Target, Prompt, str]] = []
+        for t in targets:
+            if t.state == TargetState.ENDED:
+                continue
+            if t.state.present and t.mask is not None:
+                out.append((t, self._track_prompt(t, size), "track"))
+                continue
+            if t.state == TargetState.OCCLUDED and t.size.any():
+                half = t.size / 2 * (1 + self.config.box_margin)
+                box = np.array([t.center[0] - half[0], t.center[1] - half[1], t.center[0] + half[0], t.center[1] + half[1]])
+                box = np.clip(box, 0, [w, h, w, h])
+                if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
+                    out.append((t, Prompt(box=box, multimask=False), "search"))
+            if embedding is not None and t.appearance.feature is not None:
+                sim = app.similarity_map(embedding, t.appearance.feature)
+                for x, y, _ in app.candidate_points(sim, embedding, self.config.reacquire_feature,
+                                                    self.config.max_candidates):
+                    out.append((t, Prompt(np.array([[x, y]]), np.array([1]), multimask=True), "search"))
+        return out
+
+    def _track_prompt(self, t: Target, size: Tuple[int, int]) -> Prompt:
+        h, w = size
+        x0, y0, x1, y1 = t.box if t.box is not None else t.box_xyxy()
+        mx, my = (x1 - x0) * self.config.box_margin, (y1 - y0) * self.config.box_margin
+        box = np.clip([x0 - mx, y0 - my, x1 + mx, y1 + my], 0, [w, h, w, h])
+        points = [np.array(farthest_from_boundary(t.mask)[0], np.float64)]
+        labels = [1]
+        if self.config.negative_points:
+            # Clicks just outside the middle of each side of the box keep the mask from bleeding
+            # into what touches the object (where they fall inside the image and off the mask).
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            dx, dy = max(3.0, 0.12 * (x1 - x0)), max(3.0, 0.12 * (y1 - y0))
+            for px, py in ((x0 - dx, cy), (x1 + dx, cy), (cx, y0 - dy), (cx, y1 + dy)):
+                ix, iy = int(round(px)), int(round(py))
+                inside = 0 <= ix < w and 0 <= iy < h
+                points.append(np.array([np.clip(px, 0, w), np.clip(py, 0, h)]))
+                labels.append(0 if inside and not t.mask[iy, ix] else -1)
+        # Padding points (label -1) keep every target's prompt the same shape: one decoder batch.
+        return Prompt(np.stack(points), np.array(labels), box, None, multimask=False)
+
+    def correct(self, targets_prompts: Sequence[Tuple[Target, Prompt, str]], preds: Sequence[MaskPrediction],
+                rgb: np.ndarray, flow: FlowFrame, embedding: Optional[ImageEmbedding], stamp: float) -> None:
+        """Accept or reject the decoded masks of one encoded frame; update every target's state."""
+        cfg = self.config
+        tracked = {}
+        searched = {}
+        for (t, prompt, kind), pred in zip(targets_prompts, preds):
+            chosen = int(np.argmax(pred.iou_predictions))
+            mask = pred.masks[chosen]
+            if kind == "track" and prompt.box is not None:
+                mask = _clip_to_box(mask, prompt.box, self.config.clip_margin)
+            if not mask.any():
+                continue
+            bbox = _bbox(mask)
+            area = float(np.count_nonzero(mask))
+            ratio = area / max(1.0, t.appearance.area)
+            feature = app.pooled_feature(embedding, mask) if embedding is not None else None
+            cos, colour = t.appearance.score(feature, app.colour_histogram(rgb, mask, bbox))
+            iou = float(pred.iou_predictions[chosen])
+            if self.debug is not None:
+                self.debug.append((flow.key, t.target_id, kind, round(iou, 2), round(ratio, 2), round(cos, 2), round(colour, 2), mask))
+            if kind == "track":
+                ok = (iou >= cfg.min_iou and cfg.min_area_ratio <= ratio <= cfg.max_area_ratio
+                      and colour >= cfg.min_colour)
+                tracked[id(t)] = (t, pred, chosen, ok, mask)
+            else:
+                ok = (iou >= cfg.reacquire_iou and cfg.reacquire_area[0] <= ratio <= cfg.reacquire_area[1]
+                      and colour >= cfg.reacquire_colour and cos >= cfg.reacquire_feature)
+                score = colour + cos
+                if ok and (id(t) not in searched or score > searched[id(t)][3]):
+                    searched[id(t)] = (t, pred, chosen, score, mask)
+        present_masks = []
+        for t, pred, chosen, ok, mask in tracked.values():
+            if ok:
+                self._anchor(t, mask, pred, chosen, flow, stamp, cfg.appearance_rate, rgb, embedding)
+                present_masks.append(t.mask)
+            else:
+                self._go_absent(t, stamp)
+        # Re-acquisitions: never onto an object another target holds (no identity switches).
+        for t, pred, chosen, score, mask in sorted(searched.values(), key=lambda s: -s[3]):
+            if any(_mask_iou(mask, m) > 0.3 for m in present_masks):
+                continue
+            self._anchor(t, mask, pred, chosen, flow, stamp, cfg.appearance_rate, rgb, embedding)
+            t.state = TargetState.REACQUIRED
+            t.absent_since = None
+            t.velocity = np.zeros(2)
+            t.reacquisitions += 1
+            present_masks.append(mask)
+
+
+def _clip_to_box(mask: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
+    """The mask without what lies outside `box` grown by `margin` of its size per side."""
+    h, w = mask.shape
+    x0, y0, x1, y1 = box
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    X0, Y0 = max(0, int(np.floor(x0 - mx))), max(0, int(np.floor(y0 - my)))
+    X1, Y1 = min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my)))
+    out = np.zeros_like(mask)
+    out[Y0:Y1, X0:X1] = mask[Y0:Y1, X0:X1]
+    return out
+
+
+def _moved_center(m: np.ndarray, t: Target) -> np.ndarray:
+    return m[:, :2] @ t.center + m[:, 2]
+
+
+def _left_view(m: np.ndarray, t: Target, w: int, h: int) -> bool:
+    """Whether the transform carries the target's box mostly out of the w x h image."""
+    x0, y0, x1, y1 = t.box_xyxy()
+    c = _moved_center(m, t)
+    return not (0 <= c[0] < w and 0 <= c[1] < h) or x1 - x0 <= 0
