@@ -54,17 +54,20 @@ def jsons(folder):
 def io_costs(h: int, w: int, reps: int = 5):
     """Per-image I/O at h x w outside the model (ms, median): on the driver, decoding the input
     JPEG, putting the RGB image into the object store and writing the output files (a 100-mask
-    JSON); on the actor, encoding the output JPEG."""
+    JSON); on the actor, encoding the output JPEG and the RLE of 100 masks (SA-1B's average)."""
     import cv2
     import numpy as np
     import ray
 
     from sam_ros.data.scenes import SceneSequence
+    from sam_ros.engine.mask_utils import encode_rle, mask_to_rle
     from sam_ros.tools.data_engine import _atomic_write
 
     img = SceneSequence(5, height=h, width=w).frame(0).image
     ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
     data = jpg.tobytes()
+    yy, xx = np.mgrid[:h, :w]
+    mask = (yy - h / 2) ** 2 + (xx - w / 3) ** 2 < (h / 5) ** 2  # one object's mask, full size
     record = json.dumps({"annotations": [{"segmentation": {"counts": "x" * 2000}} for _ in range(100)]}).encode()
     with tempfile.TemporaryDirectory() as d:
         def write():
@@ -75,6 +78,7 @@ def io_costs(h: int, w: int, reps: int = 5):
             "encode_jpeg_ms": 1e3 * median_time(
                 lambda: cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95]), reps),
             "ray_put_ms": 1e3 * median_time(lambda: ray.put(img), reps),
+            "rle_100_masks_ms": 1e3 * median_time(lambda: [encode_rle(mask_to_rle(mask)) for _ in range(100)], 3),
             "write_files_ms": 1e3 * median_time(write, reps),
         }
 

@@ -245,7 +245,9 @@ def main(argv=None) -> int:
             return 2
     writer = DatasetWriter(a.out, a)
     t0 = time.time()
-    frames = tqdm(open_source(a.input, a.rate, a.topic), disable=a.no_progress, desc="data engine", unit="img")
+    # On Ray a folder's images are decoded by the actors (the driver only reads the files).
+    frames = tqdm(open_source(a.input, a.rate, a.topic, decode=a.ray is None), disable=a.no_progress,
+                  desc="data engine", unit="img")
     try:
         if a.ray is None:
             new, extra = run_local(a, writer, frames)

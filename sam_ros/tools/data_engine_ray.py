@@ -1,11 +1,13 @@
 """The data engine on a Ray cluster: `python -m sam_ros.tools.data_engine INPUT --out DIR --ray [ADDRESS]`.
 
-The driver (this process) reads the input as the local run does (folder, video or bag, corrupt
-items logged and skipped), hands each image to one of N `Labeler` actors, and writes what comes
+The driver (this process) reads the input as the local run does (folder, video or bag; a corrupt
+item is logged and skipped), hands each image to one of N `Labeler` actors, and writes what comes
 back. An actor loads the model once and keeps it; with --device cuda each one reserves a GPU
 (--worker-gpus), so a cluster gets one model per GPU. The actors compute exactly what the local
 loop computes (`data_engine.label_image`: the JPEG and the JSON, as bytes), so the dataset is the
 same file for file; summary.json lists the images in input order whatever order they finish in.
+A folder's image files travel as their bytes and are decoded by the actors (decoding a large JPEG
+costs more than reading it); video and bag frames are decoded by the driver, in order.
 
 Fault tolerance: every image stays with the driver (in the object store) until its files are
 written. When an actor dies (node lost, process killed, out of memory), its unfinished images go
@@ -14,10 +16,10 @@ slot); an image whose worker died under it three times is logged and skipped. No
 twice: only the driver writes, once per image, atomically (tmp file + rename), so a re-run after
 the driver itself stopped resumes where it was, as the local run does.
 
-Scale: the driver reads and decodes the input in one process and ships raw RGB images; on a large
-cluster split the footage into several INPUTs (one driver each, e.g. one per bag) when the driver,
-not the actors, becomes the bottleneck. The input and --out paths are the driver's; the actors
-need sam_ros installed (`pip install 'sam_ros[ray]'`) and the checkpoint at the same path.
+Scale: one driver reads the input and writes the output; when it, not the actors, is the
+bottleneck (benchmarks/README.md has its per-image costs), split the footage into several INPUTs
+(e.g. one per bag) with a driver each. The input and --out paths are the driver's; the actors need
+sam_ros installed (`pip install 'sam_ros[ray]'`) and the checkpoint at the same path.
 """
 import argparse
 import collections
@@ -59,10 +61,18 @@ class Labeler:
 
         return {"pid": os.getpid(), "host": socket.gethostname(), "device": self.a.device}
 
-    def label(self, name: str, image) -> Tuple[bytes, bytes]:
+    def label(self, frame) -> Tuple[Optional[bytes], bytes]:
+        """A Frame (with its image, or with its file's bytes to decode here) -> (JPEG, JSON), or
+        (None, the error) when the file is no image."""
+        from ..data.sources import decode_frame
         from .data_engine import label_image
 
-        return label_image(name, image, self.predictor, self.generator, self.detections.get(name, []), self.a.overlap)
+        if frame.image is None:
+            frame = decode_frame(frame)
+            if frame.image is None:
+                return None, frame.error.encode()
+        return label_image(frame.name, frame.image, self.predictor, self.generator,
+                           self.detections.get(frame.name, []), self.a.overlap)
 
 
 def _line(err: Exception, last: bool = False) -> str:
@@ -83,8 +93,8 @@ class _Slot:
 
 
 class _Item:
-    def __init__(self, seq: int, name: str, image_ref):
-        self.seq, self.name, self.image_ref, self.attempts = seq, name, image_ref, 0
+    def __init__(self, seq: int, name: str, frame_ref):
+        self.seq, self.name, self.frame_ref, self.attempts = seq, name, frame_ref, 0
 
 
 def connect(address: str):
@@ -178,11 +188,11 @@ def _label_all(ray, a: argparse.Namespace, writer, frames) -> Tuple[int, Dict[st
             s, seq = seq, seq + 1
             if writer.is_done(frame.name):
                 finish(s, "done", frame.name, None)
-            elif frame.image is None:
+            elif frame.image is None and frame.data is None:
                 finish(s, "skip", frame.name, frame.error)
-            else:
+            else:  # an image, or an image file's bytes that the actor decodes
                 submitted += 1
-                return _Item(s, frame.name, ray.put(frame.image))
+                return _Item(s, frame.name, ray.put(frame))
         exhausted = True
         return None
 
@@ -193,7 +203,7 @@ def _label_all(ray, a: argparse.Namespace, writer, frames) -> Tuple[int, Dict[st
                 if item is None:
                     return
                 item.attempts += 1
-                slot.inflight[slot.actor.label.remote(item.name, item.image_ref)] = item
+                slot.inflight[slot.actor.label.remote(item.frame_ref)] = item
 
     def lost(slot: _Slot, err: Exception) -> None:
         """The slot's actor died: its images go back to the queue; the slot gets a new actor."""
@@ -239,6 +249,11 @@ def _label_all(ray, a: argparse.Namespace, writer, frames) -> Tuple[int, Dict[st
             fill()
             continue
         item = slot.inflight.pop(ref)
+        if jpg is None:  # the actor found the file's bytes to be no image
+            finish(item.seq, "skip", item.name, record_json.decode())
+            submitted -= 1  # --limit counts images, as in the local run
+            fill()
+            continue
         entry = writer.write_image(item.name, jpg, record_json)
         new += 1
         finish(item.seq, "image", item.name, entry)
