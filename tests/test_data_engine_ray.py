@@ -70,6 +70,23 @@ def test_ray_run_is_the_local_run_and_resumes(cluster, reference, tmp_path):
     assert [name for name, _ in skipped] == ["frame_3b"] and masks > N_IMAGES
 
 
+def test_a_bag_with_a_broken_message_on_ray(cluster, tmp_path):
+    """Bag frames are decoded by the driver and travel as images (a folder's travel as file bytes):
+    the same files as the local run; the broken message is logged and skipped."""
+    from test_data_engine import write_camera_bag
+
+    seq = SceneSequence(29, height=128, width=160)
+    write_camera_bag(tmp_path / "bag", [seq.frame(5 * i).image for i in range(3)])
+    args = [str(tmp_path / "bag"), "--topic", "/camera/image_raw"] + ARGS
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    assert data_engine.main(args + ["--out", str(local)]) == 0
+    assert data_engine.main(args + ["--out", str(on_ray), "--ray", "--workers", "1"]) == 0
+    assert len([n for n in _files(local) if n.endswith(".json")]) == 3
+    assert _files(on_ray) == _files(local)
+    images, skipped, _ = _summary(on_ray)
+    assert (images, skipped) == _summary(local)[:2] and len(skipped) == 1
+
+
 def test_a_worker_killed_mid_run_loses_nothing(cluster, reference, tmp_path):
     """The command line against the running cluster's address; one worker process is SIGKILLed
     after the first image is written: its unfinished images are redone, each written once."""
@@ -99,6 +116,12 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster, reference, tmp_path):
     assert "worker 0 died" in log.read_text()
     assert _files(out) == _files(local)
     assert _summary(out) == _summary(local)
+
+
+def test_cuda_workers_on_a_cluster_without_gpus(cluster, reference, tmp_path, capsys):
+    src, _ = reference
+    assert data_engine.main([str(src), "--out", str(tmp_path / "o"), "--ray", "--device", "cuda"] + ARGS) == 1
+    assert "the Ray cluster has no GPUs" in capsys.readouterr().err
 
 
 def test_missing_ray_is_one_sentence(reference, tmp_path):

@@ -102,12 +102,17 @@ def connect(address: str):
     Returns (the ray module, whether this call started the connection)."""
     import ray
 
+    from .data_engine import EngineError
+
     if ray.is_initialized():
         return ray, False
-    if address == "local":
-        ray.init(namespace="sam_ros", include_dashboard=False, log_to_driver=False)
-    else:
-        ray.init(address=address, namespace="sam_ros", log_to_driver=False)
+    try:
+        if address == "local":
+            ray.init(namespace="sam_ros", include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, namespace="sam_ros", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise EngineError(f"cannot start or reach Ray at {address!r}: {_line(e)}") from None
     return ray, True
 
 
@@ -136,6 +141,8 @@ def _label_all(ray, a: argparse.Namespace, writer, frames) -> Tuple[int, Dict[st
     gpus = a.worker_gpus if a.device.startswith("cuda") else 0
     remote_cls = ray.remote(num_cpus=a.worker_cpus, num_gpus=gpus, max_restarts=0)(Labeler)
     settings_ref, dets_ref = ray.put(a), ray.put(detections)
+    if gpus and not ray.cluster_resources().get("GPU"):
+        raise EngineError("--device cuda, but the Ray cluster has no GPUs")
     n_workers = a.workers or default_workers(ray, a)
     slots = [_Slot(i) for i in range(n_workers)]
     t0 = time.time()
