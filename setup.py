@@ -14,7 +14,7 @@ setup(
     package_data={"sam_ros": ["weights/*.safetensors", "weights/*.md"]},
     python_requires=">=3.10",
     install_requires=["torch>=2.3", "numpy", "opencv-python-headless", "safetensors", "tqdm"],
-    extras_require={"bags": ["rosbags"], "onnx": ["onnx", "onnxruntime"]},
+    extras_require={"bags": ["rosbags"], "onnx": ["onnx", "onnxruntime"], "ray": ["ray==2.60.0"]},
     entry_points={
         "console_scripts": [
             "sam-ros-node=sam_ros.ros.node:main",

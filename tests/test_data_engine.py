@@ -99,8 +99,9 @@ def test_video_input_sampled_at_a_rate(tmp_path):
     assert sorted(_dataset(out)) == [f"clip_{i:06d}.json" for i in range(0, 10, 2)]
 
 
-def test_ros2_bag_end_to_end_with_a_broken_message(tmp_path):
-    pytest.importorskip("rosbags")
+def write_camera_bag(bag, frames):
+    """A ROS 2 bag (rosbags) with the RGB frames on /camera/image_raw at 1 s apart, then one
+    message whose data is too short for its size (a broken message)."""
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -108,17 +109,23 @@ def test_ros2_bag_end_to_end_with_a_broken_message(tmp_path):
     Image = store.types["sensor_msgs/msg/Image"]
     Header = store.types["std_msgs/msg/Header"]
     Time = store.types["builtin_interfaces/msg/Time"]
-    bag = tmp_path / "bag"
-    frames = _frames(3)
+    h, w = frames[0].shape[:2]
     with Writer(bag, version=8) as writer:
         conn = writer.add_connection("/camera/image_raw", Image.__msgtype__, typestore=store)
         for i, img in enumerate(frames):
-            msg = Image(header=Header(stamp=Time(sec=i, nanosec=0), frame_id="cam"), height=192, width=256,
-                        encoding="rgb8", is_bigendian=0, step=256 * 3, data=img.reshape(-1))
+            msg = Image(header=Header(stamp=Time(sec=i, nanosec=0), frame_id="cam"), height=h, width=w,
+                        encoding="rgb8", is_bigendian=0, step=w * 3, data=img.reshape(-1))
             writer.write(conn, i * 1_000_000_000, store.serialize_cdr(msg, Image.__msgtype__))
-        bad = Image(header=Header(stamp=Time(sec=9, nanosec=0), frame_id="cam"), height=192, width=256,
-                    encoding="rgb8", is_bigendian=0, step=256 * 3, data=np.zeros(100, np.uint8))
+        bad = Image(header=Header(stamp=Time(sec=9, nanosec=0), frame_id="cam"), height=h, width=w,
+                    encoding="rgb8", is_bigendian=0, step=w * 3, data=np.zeros(100, np.uint8))
         writer.write(conn, 9_000_000_000, store.serialize_cdr(bad, Image.__msgtype__))
+
+
+def test_ros2_bag_end_to_end_with_a_broken_message(tmp_path):
+    pytest.importorskip("rosbags")
+    bag = tmp_path / "bag"
+    frames = _frames(3)
+    write_camera_bag(bag, frames)
     out = tmp_path / "out"
     assert data_engine.main([str(bag), "--out", str(out), "--topic", "/camera/image_raw"] + ARGS) == 0
     summary = json.loads((out / "summary.json").read_text())

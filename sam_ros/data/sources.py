@@ -23,14 +23,18 @@ class Frame:
     image: Optional[np.ndarray]     # H x W x 3 uint8 RGB, None when unreadable
     stamp_ns: int = 0
     error: str = ""
+    data: Optional[bytes] = None    # the image file's bytes, when decoding is left to the consumer
+    file_name: str = ""             # the image file's name (folder sources)
 
 
-def open_source(path: str, rate: float = 0.0, topic: str = "") -> Iterator[Frame]:
-    """Frames of a folder, video or bag. rate: frames per second to keep (0: all)."""
+def open_source(path: str, rate: float = 0.0, topic: str = "", decode: bool = True) -> Iterator[Frame]:
+    """Frames of a folder, video or bag. rate: frames per second to keep (0: all). decode=False:
+    a folder's frames carry the file's bytes instead of the image (`decode_frame` decodes them,
+    e.g. on another machine); videos and bags are always decoded."""
     if os.path.isdir(path) and _is_bag_dir(path):
         return read_bag(path, topic, rate)
     if os.path.isdir(path):
-        return read_folder(path)
+        return read_folder(path, decode)
     ext = os.path.splitext(path)[1].lower()
     if ext in (".db3", ".mcap"):
         return read_bag(path, topic, rate)
@@ -44,16 +48,30 @@ def _is_bag_dir(path: str) -> bool:
         f.endswith((".db3", ".mcap")) for f in os.listdir(path))
 
 
-def read_folder(path: str) -> Iterator[Frame]:
+def read_folder(path: str, decode: bool = True) -> Iterator[Frame]:
     for name in sorted(os.listdir(path)):
         stem, ext = os.path.splitext(name)
         if ext.lower() not in IMAGE_EXTENSIONS:
             continue
-        bgr = cv2.imread(os.path.join(path, name), cv2.IMREAD_COLOR)
-        if bgr is None:
-            yield Frame(stem, None, error=f"cannot decode image file {name}")
+        try:
+            with open(os.path.join(path, name), "rb") as f:
+                frame = Frame(stem, None, data=f.read(), file_name=name)
+        except OSError as e:
+            yield Frame(stem, None, error=f"cannot read image file {name}: {e.strerror}")
             continue
-        yield Frame(stem, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        yield decode_frame(frame) if decode else frame
+
+
+def decode_frame(frame: Frame) -> Frame:
+    """A frame carrying an image file's bytes -> the frame with its RGB image (EXIF orientation
+    applied, as cv2.imread does), or with the error when the bytes are no image."""
+    try:
+        bgr = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR) if frame.data else None
+    except cv2.error:
+        bgr = None
+    if bgr is None:
+        return Frame(frame.name, None, frame.stamp_ns, error=f"cannot decode image file {frame.file_name}")
+    return Frame(frame.name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), frame.stamp_ns, file_name=frame.file_name)
 
 
 def read_video(path: str, rate: float = 0.0) -> Iterator[Frame]:
