@@ -6,15 +6,19 @@ import numpy as np
 import torch
 
 
-def stability_score(logits: torch.Tensor, mask_threshold: float = 0.0, offset: float = 1.0) -> torch.Tensor:
+def stability_score(logits: torch.Tensor, mask_threshold: float = 0.0, offset: float = 1.0,
+                    n_pixels: Optional[int] = None) -> torch.Tensor:
     """IoU of the masks thresholded at mask_threshold + offset and at mask_threshold - offset.
 
     logits: ... x H x W -> ... . An empty mask scores 0, so that it fails any stability filter
-    (SAM's 0 / 0 is NaN, which fails every comparison).
+    (SAM's 0 / 0 is NaN, which fails every comparison). n_pixels: when logits are a region of
+    larger masks holding every pixel above mask_threshold - |offset|, the larger masks' pixel
+    count; the score is then the larger masks' score, bit for bit.
     """
     # Pixel counts as float32 sums are exact below 2**24 pixels per mask and several times faster
     # on CPU than an int64 reduction of a bool tensor.
-    count = torch.float32 if logits.shape[-1] * logits.shape[-2] < 2 ** 24 else torch.float64
+    n_pixels = logits.shape[-1] * logits.shape[-2] if n_pixels is None else n_pixels
+    count = torch.float32 if n_pixels < 2 ** 24 else torch.float64
     inter = (logits > mask_threshold + offset).to(count).sum((-1, -2))
     union = (logits > mask_threshold - offset).to(count).sum((-1, -2))
     return (inter / union.clamp(min=1)).float()
@@ -93,6 +97,27 @@ def mask_to_rle(mask: np.ndarray) -> Dict[str, Any]:
     if flat.size and flat[0]:
         counts = [0] + counts
     return {"size": [h, w], "counts": counts}
+
+
+def crop_to_rle(crop: np.ndarray, x: int, y: int, size: Tuple[int, int]) -> Dict[str, Any]:
+    """The RLE of an H x W (size) mask that is zero except for the h x w bool crop at (x, y):
+    the same as ``mask_to_rle`` of the full mask, in O(H x w) instead of O(H x W)."""
+    h_img, w_img = size
+    h, w = crop.shape
+    if not (0 <= x and x + w <= w_img and 0 <= y and y + h <= h_img):
+        raise ValueError(f"a {w}x{h} crop at ({x}, {y}) is not inside the {w_img}x{h_img} mask")
+    if h == 0 or w == 0:
+        return {"size": [h_img, w_img], "counts": [h_img * w_img]}
+    columns = np.zeros((w, h_img), bool)  # the crop's columns, full height, column-major
+    columns[:, y : y + h] = np.asarray(crop, dtype=bool).T
+    counts = mask_to_rle(columns.T)["counts"]
+    counts[0] += x * h_img  # the zero columns left of the crop extend the first run of zeros
+    tail = (w_img - x - w) * h_img
+    if len(counts) % 2:  # ends with a run of zeros
+        counts[-1] += tail
+    elif tail:
+        counts.append(tail)
+    return {"size": [h_img, w_img], "counts": counts}
 
 
 def rle_to_mask(rle: Dict[str, Any]) -> np.ndarray:
