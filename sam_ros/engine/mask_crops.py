@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import transforms
-from .mask_utils import stability_score
+from .mask_utils import stability_from_counts
 
 
 class MaskCrop(NamedTuple):
@@ -120,13 +120,15 @@ def crops_from_low_res(
                                       img_size)
     boxes = np.zeros((n, 4), np.int64)
     areas = np.zeros(n, np.int64)
-    stab = torch.zeros(n, dtype=torch.float32)
+    stab = np.zeros(n, dtype=np.float32)
     empty = np.zeros((0, 0), bool)
     crops = [empty] * n
     for i in np.flatnonzero(regions[:, 2] > regions[:, 0]):
         x0, y0, x1, y1 = (int(v) for v in regions[i])
         logits = transforms.postprocess_region(flat[i], (x0, y0, x1, y1), input_size, original_size, img_size)
-        stab[i] = stability_score(logits, mask_threshold, stability_offset, n_pixels=h_img * w_img).cpu()
-        boxes[i], crops[i], areas[i] = tight_crop((logits > mask_threshold).cpu().numpy(), x0, y0)
+        logits = logits.cpu().numpy()
+        stab[i] = stability_from_counts(np.count_nonzero(logits > mask_threshold + stability_offset),
+                                        np.count_nonzero(logits > mask_threshold - stability_offset), h_img * w_img)
+        boxes[i], crops[i], areas[i] = tight_crop(logits > mask_threshold, x0, y0)
     return (MaskCrops((h_img, w_img), boxes.reshape(*lead, 4), _object_array(crops, lead), areas.reshape(lead)),
-            stab.numpy().reshape(lead))
+            stab.reshape(lead))

@@ -6,22 +6,27 @@ import numpy as np
 import torch
 
 
-def stability_score(logits: torch.Tensor, mask_threshold: float = 0.0, offset: float = 1.0,
-                    n_pixels: Optional[int] = None) -> torch.Tensor:
+def stability_score(logits: torch.Tensor, mask_threshold: float = 0.0, offset: float = 1.0) -> torch.Tensor:
     """IoU of the masks thresholded at mask_threshold + offset and at mask_threshold - offset.
 
     logits: ... x H x W -> ... . An empty mask scores 0, so that it fails any stability filter
-    (SAM's 0 / 0 is NaN, which fails every comparison). n_pixels: when logits are a region of
-    larger masks holding every pixel above mask_threshold - |offset|, the larger masks' pixel
-    count; the score is then the larger masks' score, bit for bit.
+    (SAM's 0 / 0 is NaN, which fails every comparison).
     """
     # Pixel counts as float32 sums are exact below 2**24 pixels per mask and several times faster
     # on CPU than an int64 reduction of a bool tensor.
-    n_pixels = logits.shape[-1] * logits.shape[-2] if n_pixels is None else n_pixels
-    count = torch.float32 if n_pixels < 2 ** 24 else torch.float64
+    count = torch.float32 if logits.shape[-1] * logits.shape[-2] < 2 ** 24 else torch.float64
     inter = (logits > mask_threshold + offset).to(count).sum((-1, -2))
     union = (logits > mask_threshold - offset).to(count).sum((-1, -2))
     return (inter / union.clamp(min=1)).float()
+
+
+def stability_from_counts(inter: int, union: int, n_pixels: int) -> np.float32:
+    """``stability_score`` of one mask from its pixel counts above mask_threshold + offset (inter)
+    and mask_threshold - offset (union), n_pixels in the whole mask: the same float arithmetic,
+    so the same float32 bit for bit."""
+    if n_pixels < 2 ** 24:
+        return np.float32(inter) / np.float32(max(union, 1))
+    return np.float32(np.float64(inter) / np.float64(max(union, 1)))
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:

@@ -139,8 +139,9 @@ def postprocess_region(
 def _weighted_rows(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """... x R x C, index / weight N x K -> ... x N x C: row i = sum_k weight[i, k] * x[index[i, k]]."""
     out = x.index_select(-2, index[:, 0]).mul_(weight[:, 0, None])
+    term = torch.empty_like(out) if index.shape[1] > 1 else None
     for k in range(1, index.shape[1]):
-        out.add_(x.index_select(-2, index[:, k]).mul_(weight[:, k, None]))
+        out.add_(torch.index_select(x, -2, index[:, k], out=term).mul_(weight[:, k, None]))
     return out
 
 
