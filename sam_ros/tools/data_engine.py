@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from ..data.sources import load_detections_json, open_source
 from ..engine.automatic import AutomaticMaskGenerator
 from ..engine.factory import create_predictor
-from ..engine.mask_utils import encode_rle, mask_to_rle, masks_to_boxes
+from ..engine.mask_utils import crop_to_rle, encode_rle, mask_to_rle, rle_to_mask
 
 
 def _atomic_write(path: str, data: bytes) -> None:
@@ -37,45 +37,54 @@ def _atomic_write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def prompted_annotations(predictor, embedding, boxes: List[List[float]], size) -> List[Dict[str, Any]]:
-    """Masks for detector boxes (single-mask output), as annotation records."""
-    import torch
-
+def prompted_annotations(predictor, embedding, boxes: List[List[float]], size) -> Tuple[List[Dict[str, Any]], np.ndarray]:
+    """Masks for detector boxes (single-mask output), as annotation records (segmentation as
+    uncompressed RLE), and the H x W bool union of those masks. Works on the masks' crops: no
+    full-frame array per box."""
+    covered = np.zeros(size, bool)
     if not boxes:
-        return []
+        return [], covered
     pred = predictor.decode(embedding, box=np.asarray(boxes, dtype=np.float64), multimask_output=False)
     out = []
     for i, box in enumerate(boxes):
-        mask = pred.masks[i, 0]
-        if not mask.any():
+        crop = pred.crop(i, 0)
+        if crop.bbox is None:
             continue
-        b = masks_to_boxes(torch.as_tensor(mask)).tolist()
-        out.append({"segmentation": mask, "area": int(mask.sum()), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+        x, y, w, h = crop.bbox
+        covered[y : y + h, x : x + w] |= crop.mask
+        # bbox with inclusive edges, as SAM's automatic masks (masks_to_boxes) give it.
+        out.append({"segmentation": crop_to_rle(crop.mask, x, y, size), "area": crop.area, "bbox": [x, y, w - 1, h - 1],
                     "predicted_iou": float(pred.iou_predictions[i, 0]), "stability_score": float(pred.stability_scores[i, 0]),
                     "point_coords": [], "box_prompt": [float(v) for v in box],
                     "crop_box": [0, 0, size[1], size[0]], "source": "box"})
-    return out
+    return out, covered
+
+
+def _coco_rle(segmentation: Any) -> Dict[str, Any]:
+    """A generator record's segmentation (any output mode) -> COCO compressed RLE."""
+    if not isinstance(segmentation, dict):
+        segmentation = mask_to_rle(segmentation)
+    return segmentation if isinstance(segmentation["counts"], str) else encode_rle(segmentation)
 
 
 def process_image(name: str, image: np.ndarray, predictor, generator: AutomaticMaskGenerator,
                   boxes: List[List[float]], overlap: float) -> Dict[str, Any]:
     h, w = image.shape[:2]
     embedding = predictor.encode(image)
-    anns = prompted_annotations(predictor, embedding, boxes, (h, w))
-    covered = np.zeros((h, w), bool)
-    for a in anns:
-        covered |= a["segmentation"]
+    anns, covered = prompted_annotations(predictor, embedding, boxes, (h, w))
+    prompted = bool(anns)
     for rec in generator.generate(image, embedding=embedding):
-        mask = rec["segmentation"]
-        if anns and (mask & covered).sum() > overlap * rec["area"]:
-            continue  # already annotated by a box prompt
+        if anns and (prompted or overlap < 0):  # nothing is covered without box masks
+            seg = rec["segmentation"]
+            mask = rle_to_mask(seg) if isinstance(seg, dict) else seg
+            if (mask & covered).sum() > overlap * rec["area"]:
+                continue  # already annotated by a box prompt
         rec["source"] = "auto"
         anns.append(rec)
     records = []
     for i, a in enumerate(anns):
-        rle = encode_rle(mask_to_rle(a["segmentation"]))
         rec = {k: v for k, v in a.items() if k != "segmentation"}
-        rec.update({"id": i, "segmentation": rle})
+        rec.update({"id": i, "segmentation": _coco_rle(a["segmentation"])})
         records.append(rec)
     return {"image": {"image_id": name, "file_name": f"{name}.jpg", "height": h, "width": w}, "annotations": records}
 
@@ -108,7 +117,7 @@ def main(argv=None) -> int:
     generator = AutomaticMaskGenerator(predictor, points_per_side=a.points_per_side, points_per_batch=a.points_per_batch,
                                        pred_iou_thresh=a.pred_iou_thresh, stability_score_thresh=a.stability_thresh,
                                        crop_n_layers=a.crop_layers, min_mask_region_area=a.min_region_area,
-                                       output_mode="binary_mask")
+                                       output_mode="uncompressed_rle")
     detections = load_detections_json(a.detections) if a.detections else {}
     summary_path = os.path.join(a.out, "summary.json")
     summary = {"input": a.input, "images": {}, "skipped": {}, "settings": vars(a)}
