@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from . import transforms
-from .mask_utils import (area_from_rle, batched_nms, encode_rle, mask_to_rle, masks_to_boxes,
-                         remove_small_regions, rle_to_mask, stability_score)
+from .mask_crops import crops_from_low_res, tight_crop
+from .mask_utils import (area_from_rle, batched_nms, crop_to_rle, encode_rle, mask_to_rle, masks_to_boxes,
+                         remove_small_regions, rle_to_mask)
 from .predictor import ImageEmbedding, SamPredictor
 
 
@@ -239,31 +240,32 @@ class AutomaticMaskGenerator:
             low, iou, pts = low[keep], iou[keep], pts[keep]
         if len(iou) == 0:
             return _Masks.empty()
-        logits = transforms.postprocess_masks(low[:, None], embedding.input_size, crop_size, p.img_size)[:, 0]
-        threshold = p.model.mask_threshold
-        stab = stability_score(logits, threshold, self.stability_score_offset)
+        # Masks as crops: each upsampled only where it can be foreground (the same pixels and
+        # stability scores as full-frame upsampling, at a cost independent of the image size).
+        crops, stab = crops_from_low_res(low, embedding.input_size, crop_size, p.img_size, p.model.mask_threshold,
+                                         self.stability_score_offset)
+        stab, iou = torch.as_tensor(stab), iou.cpu()
         if self.stability_score_thresh > 0.0:
             keep = stab >= self.stability_score_thresh
-            logits, iou, pts, stab = logits[keep], iou[keep], pts[keep], stab[keep]
-        masks = logits > threshold
-        del logits
+            crops, iou, pts, stab = crops[keep.numpy()], iou[keep], pts[keep], stab[keep]
+        boxes, masks = crops.boxes, list(crops.masks)
         if region is not None:
             # "Everything inside this box": clip to the region (crop coordinates).
-            inside = torch.zeros_like(masks[0]) if len(masks) else None
-            if inside is not None:
-                rx0, ry0 = max(region[0] - crop_box[0], 0), max(region[1] - crop_box[1], 0)
-                inside[ry0 : region[3] - crop_box[1], rx0 : region[2] - crop_box[0]] = True
-                masks = masks & inside
-                nonempty = masks.flatten(1).any(1)
-                masks, iou, pts, stab = masks[nonempty], iou[nonempty], pts[nonempty], stab[nonempty]
-        boxes = masks_to_boxes(masks)
+            clip = (max(region[0] - crop_box[0], 0), max(region[1] - crop_box[1], 0),
+                    region[2] - crop_box[0], region[3] - crop_box[1])
+            boxes, masks = _clip_crops(boxes, masks, clip)
+            nonempty = torch.as_tensor(boxes[:, 2] > 0)
+            boxes, masks = boxes[nonempty.numpy()], [m for m, k in zip(masks, nonempty.tolist()) if k]
+            iou, pts, stab = iou[nonempty], pts[nonempty], stab[nonempty]
+        # Tight boxes with inclusive edges (x0, y0, x1, y1), [0, 0, 0, 0] for an empty mask.
+        xyxy = torch.as_tensor(np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:] - 1], axis=1)
+                               * (boxes[:, 2:3] > 0))
         orig_h, orig_w = orig_size
-        keep = ~_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
-        if not bool(keep.all()):
-            masks, boxes, iou, pts, stab = masks[keep], boxes[keep], iou[keep], pts[keep], stab[keep]
-        rles = [_uncrop_rle(mk, crop_box, orig_h, orig_w) for mk in masks.cpu().numpy()]
-        n = len(rles)
-        return _Masks(rles, boxes, iou.cpu(), stab.cpu(), pts, torch.zeros(n, 4))
+        keep = ~_near_crop_edge(xyxy, crop_box, [0, 0, orig_w, orig_h])
+        idx = torch.nonzero(keep).flatten().tolist()
+        rles = [crop_to_rle(masks[i], crop_box[0] + int(boxes[i, 0]), crop_box[1] + int(boxes[i, 1]), orig_size)
+                for i in idx]
+        return _Masks(rles, xyxy[keep], iou[keep].cpu(), stab[keep].cpu(), pts[keep], torch.zeros(len(idx), 4))
 
     @staticmethod
     def _postprocess_small_regions(data: _Masks, min_area: int, nms_thresh: float) -> _Masks:
@@ -285,10 +287,18 @@ class AutomaticMaskGenerator:
         return data.select(keep)
 
 
-def _uncrop_rle(mask: np.ndarray, crop_box: Sequence[int], orig_h: int, orig_w: int) -> Dict[str, Any]:
-    x0, y0, x1, y1 = crop_box
-    if (x0, y0, x1, y1) == (0, 0, orig_w, orig_h):
-        return mask_to_rle(mask)
-    full = np.zeros((orig_h, orig_w), bool)
-    full[y0:y1, x0:x1] = mask
-    return mask_to_rle(full)
+def _clip_crops(boxes: np.ndarray, masks: List[np.ndarray], clip: Sequence[int]
+                ) -> Tuple[np.ndarray, List[np.ndarray]]:
+    """Crops (N x 4 x, y, w, h boxes and their masks) cut to the box clip (x0, y0, x1, y1):
+    the new tight boxes (zeros when nothing is left) and masks."""
+    out_boxes, out_masks = np.zeros_like(boxes), []
+    for i, (box, m) in enumerate(zip(boxes, masks)):
+        x, y, w, h = (int(v) for v in box)
+        cx0, cy0 = max(clip[0], x), max(clip[1], y)
+        cx1, cy1 = min(clip[2], x + w), min(clip[3], y + h)
+        if cx1 <= cx0 or cy1 <= cy0:
+            out_masks.append(np.zeros((0, 0), bool))
+            continue
+        out_boxes[i], crop, _ = tight_crop(m[cy0 - y : cy1 - y, cx0 - x : cx1 - x], cx0, cy0)
+        out_masks.append(crop)
+    return out_boxes, out_masks

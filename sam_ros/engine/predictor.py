@@ -15,6 +15,7 @@ import torch
 
 from ..model.sam import Sam
 from . import transforms
+from .mask_crops import MaskCrop, MaskCrops, crops_from_low_res
 from .mask_utils import stability_score
 from .prompts import InputError, Prompt, validate_boxes, validate_image, validate_mask_input, validate_points
 
@@ -44,11 +45,56 @@ class ImageEmbedding:
     ready: Optional[Any] = None      # CUDA event recorded when the features are computed
 
 
-class MaskPrediction(NamedTuple):
-    masks: np.ndarray             # B x M x H x W bool (float logits with return_logits)
-    iou_predictions: np.ndarray   # B x M
-    low_res_logits: np.ndarray    # B x M x L x L, feed back as mask_input
-    stability_scores: np.ndarray  # B x M
+class MaskPrediction:
+    """What ``decode`` returns for B prompts with M masks each (unbatched: without the B axis).
+
+    iou_predictions B x M, low_res_logits B x M x L x L (feed back as mask_input),
+    stability_scores B x M; the masks either as crops (``crops``, ``crop(b, m)``: tight bbox
+    (x, y, w, h) in image pixels, bool pixels, area; no full-frame array is made) or as
+    ``masks``, B x M x H x W bool (float logits with return_logits), made from the crops on
+    first use. Unpacks like the tuple (masks, iou_predictions, low_res_logits, stability_scores).
+    """
+    __slots__ = ("_masks", "crops", "iou_predictions", "low_res_logits", "stability_scores")
+
+    def __init__(self, masks: Optional[np.ndarray], iou_predictions: np.ndarray, low_res_logits: np.ndarray,
+                 stability_scores: np.ndarray, crops: Optional[MaskCrops] = None) -> None:
+        if masks is None and crops is None:
+            raise ValueError("give masks or crops")
+        self._masks = masks
+        self.crops = crops
+        self.iou_predictions = iou_predictions
+        self.low_res_logits = low_res_logits
+        self.stability_scores = stability_scores
+
+    @property
+    def masks(self) -> np.ndarray:
+        if self._masks is None:
+            self._masks = self.crops.to_masks()
+        return self._masks
+
+    def crop(self, *index: int) -> MaskCrop:
+        """Mask `index` (b, m batched; m unbatched) as its tight crop, from the crops when the
+        prediction has them (no full-frame work), else cut from the bool masks."""
+        if self.crops is None:
+            if self._masks.dtype != bool:
+                raise ValueError("these masks are logits (return_logits=True): threshold them first")
+            self.crops = MaskCrops.from_masks(self._masks)
+        return self.crops.crop(*index)
+
+    def mask(self, *index: int) -> np.ndarray:
+        """Mask `index` as a full H x W array (only that one is made from its crop)."""
+        if self._masks is None:
+            return self.crops.mask(*index)
+        return self._masks[index]
+
+    def select(self, index) -> "MaskPrediction":
+        """The prediction of the prompts at `index` of the leading axis (an int drops the axis)."""
+        return MaskPrediction(None if self._masks is None else self._masks[index], self.iou_predictions[index],
+                              self.low_res_logits[index], self.stability_scores[index],
+                              None if self.crops is None else self.crops[index])
+
+    def __iter__(self):
+        return iter((self.masks, self.iou_predictions, self.low_res_logits, self.stability_scores))
 
 
 class TorchMaskPrediction(NamedTuple):
@@ -175,15 +221,7 @@ class SamPredictor:
         With full_resolution=False only the low-res logits are produced (masks is empty and
         stability is computed on the low-res logits).
         """
-        if point_coords is not None and point_labels is None:
-            raise InputError("point_labels are required with point_coords")
-        if embedding.ready is not None:
-            stream = torch.cuda.current_stream(self.device)
-            stream.wait_event(embedding.ready)
-            embedding.features.record_stream(stream)
-        sl = slice(1, None) if multimask_output else slice(0, 1)
-        low_res, iou = self._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input, sl)
-        low_res, iou = low_res.float(), iou.float()
+        low_res, iou = self._low_res_float(embedding, point_coords, point_labels, boxes, mask_input, multimask_output)
         threshold = self.model.mask_threshold
         if not full_resolution:
             stab = stability_score(low_res, threshold, self.stability_offset)
@@ -192,6 +230,19 @@ class SamPredictor:
         stab = stability_score(logits, threshold, self.stability_offset)
         masks = logits if return_logits else logits > threshold
         return TorchMaskPrediction(masks, iou, low_res, stab)
+
+    def _low_res_float(self, embedding: ImageEmbedding, point_coords, point_labels, boxes, mask_input,
+                       multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits B x M x L x L and IoU predictions B x M in float32 (M = 3 or 1)."""
+        if point_coords is not None and point_labels is None:
+            raise InputError("point_labels are required with point_coords")
+        if embedding.ready is not None:
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(embedding.ready)
+            embedding.features.record_stream(stream)
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        low_res, iou = self._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input, sl)
+        return low_res.float(), iou.float()
 
     def _decode_low_res(self, embedding: ImageEmbedding, point_coords, point_labels, boxes, mask_input,
                         tokens: slice = slice(None)):
@@ -223,6 +274,9 @@ class SamPredictor:
         Unbatched: point_coords N x 2, point_labels N, box 4, mask_input 1 x L x L -> outputs
         without the batch axis (M x H x W masks). Batched (B objects in one call): point_coords
         B x N x 2, point_labels B x N, box B x 4, mask_input B x 1 x L x L -> B x M x ... .
+        Masks are computed only inside their regions and returned as crops (``pred.crop``;
+        ``pred.masks`` makes the full-frame arrays on first use); with return_logits the
+        full-frame float logits are computed instead.
         """
         batched = False
         size = embedding.original_size
@@ -259,9 +313,16 @@ class SamPredictor:
             mask_t = torch.from_numpy(m)
         if coords_t is None and boxes_t is None and mask_t is None:
             raise InputError("give at least one prompt: points, a box or a mask input")
-        out = self.decode_torch(embedding, coords_t, labels_t, boxes_t, mask_t, multimask_output, return_logits)
-        pred = MaskPrediction(*(t.cpu().numpy() for t in out))
-        return pred if batched else MaskPrediction(*(a[0] for a in pred))
+        if return_logits:
+            out = self.decode_torch(embedding, coords_t, labels_t, boxes_t, mask_t, multimask_output, True)
+            pred = MaskPrediction(*(t.cpu().numpy() for t in out))
+        else:
+            with torch.inference_mode():
+                low, iou = self._low_res_float(embedding, coords_t, labels_t, boxes_t, mask_t, multimask_output)
+                crops, stab = crops_from_low_res(low, embedding.input_size, embedding.original_size, self.img_size,
+                                                 self.model.mask_threshold, self.stability_offset)
+            pred = MaskPrediction(None, iou.cpu().numpy(), low.cpu().numpy(), stab, crops)
+        return pred if batched else pred.select(0)
 
     def predict_prompts(self, embedding: ImageEmbedding, prompts: Sequence[Prompt],
                         max_batch: int = 64) -> List[MaskPrediction]:
@@ -286,7 +347,7 @@ class SamPredictor:
                 multimask_output=multimask,
             )
             for j, i in enumerate(idx):
-                results[i] = MaskPrediction(*(a[j] for a in pred))
+                results[i] = pred.select(j)
         return results  # type: ignore[return-value]
 
     # ---- reference-style stateful API -----------------------------------------------------

@@ -4,7 +4,7 @@ Pure functions (no model state): resize the longest side to the model's input si
 coordinates into that frame, and bring low-resolution mask logits back to the original image.
 """
 from functools import lru_cache
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -73,24 +73,76 @@ def _interp_matrix(in_size: int, out_size: int) -> torch.Tensor:
 def _upscale_taps(low_res: int, img_size: int, input_len: int, out_len: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Sparse form of the 1-D map low_res -> img_size (bilinear), crop to input_len, -> out_len.
 
-    Returns (index, weight), both out_len x K: output i = sum_k weight[i, k] * input[index[i, k]].
+    Returns (index, weight), both out_len x K: output i = sum_k weight[i, k] * input[index[i, k]],
+    summed in k order. Weights are >= 0 and sum to 1 per output (both steps are bilinear
+    interpolations); a row with fewer than K non-zero weights repeats its first index for the
+    zero-weight taps, so index[i].min() .. index[i].max() is the support of output i.
     """
     up = _interp_matrix(low_res, img_size)[:input_len]  # input_len x low_res
     down = _interp_matrix(input_len, out_len)           # out_len x input_len
-    full = down @ up                                    # out_len x low_res, a few non-zeros per row
+    full = (down @ up).float().double()                 # out_len x low_res, a few non-zeros per row
     k = int((full != 0).sum(1).max())
     weight, index = full.abs().topk(k, dim=1)
     weight = torch.gather(full, 1, index)
+    index = torch.where(weight != 0, index, index[:, :1])
     return index, weight.float()
 
 
 @lru_cache(maxsize=64)
-def _upscale_matrix(low_res: int, img_size: int, input_len: int, out_len: int) -> torch.Tensor:
-    """The same 1-D map as _upscale_taps as a dense low_res x out_len float32 matrix (x @ M)."""
-    index, weight = _upscale_taps(low_res, img_size, input_len, out_len)
-    m = torch.zeros(out_len, low_res, dtype=torch.float64)
-    m.scatter_add_(1, index, weight.double())
-    return m.t().float().contiguous()
+def _tap_support(low_res: int, img_size: int, input_len: int, out_len: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(first, last): out_len int arrays, the lowest and highest low-res index output i reads.
+    Both are non-decreasing in i (interpolation preserves order)."""
+    index, _ = _upscale_taps(low_res, img_size, input_len, out_len)
+    first, last = index.min(1).values.numpy(), index.max(1).values.numpy()
+    assert (np.diff(first) >= 0).all() and (np.diff(last) >= 0).all()
+    return first, last
+
+
+def _taps_1d(low: int, img_size: int, input_size: Tuple[int, int], original_size: Tuple[int, int], axis: int):
+    return _upscale_taps(low, img_size, input_size[axis], original_size[axis])
+
+
+def postprocess_region(
+    low_res: torch.Tensor, region: Sequence[int], input_size: Tuple[int, int], original_size: Tuple[int, int],
+    img_size: int,
+) -> torch.Tensor:
+    """Low-res logits ... x L x L -> the logits of region (x0, y0, x1, y1; pixels x0 <= x < x1,
+    y0 <= y < y1 of the original image), ... x (y1 - y0) x (x1 - x0).
+
+    Bit for bit the same numbers as ``postprocess_masks(...)[..., y0:y1, x0:x1]``: every output
+    pixel is computed by the same float32 operations in the same order (the full frame is this
+    function with the whole image as region), only the pixels outside the region are skipped.
+    """
+    x0, y0, x1, y1 = (int(v) for v in region)
+    if not (0 <= x0 <= x1 <= original_size[1] and 0 <= y0 <= y1 <= original_size[0]):
+        raise ValueError(f"region {tuple(region)} is not inside the {original_size[1]}x{original_size[0]} image")
+    low = low_res.shape[-1]
+    dev = low_res.device
+    idx_h, w_h = _taps_1d(low, img_size, input_size, original_size, 0)
+    idx_w, w_w = _taps_1d(low, img_size, input_size, original_size, 1)
+    idx_h, w_h, idx_w, w_w = idx_h[y0:y1], w_h[y0:y1], idx_w[x0:x1], w_w[x0:x1]
+    if y1 == y0 or x1 == x0:
+        return low_res.new_zeros((*low_res.shape[:-2], y1 - y0, x1 - x0), dtype=torch.float32)
+    # Only the low-res rows and columns these output pixels read.
+    r0, r1 = int(idx_h.min()), int(idx_h.max()) + 1
+    c0, c1 = int(idx_w.min()), int(idx_w.max()) + 1
+    idx_h, w_h, idx_w, w_w = (idx_h - r0).to(dev), w_h.to(dev), (idx_w - c0).to(dev), w_w.to(dev)
+    # Columns first, on the few low-res rows (cheap; transposed so that every tap gathers whole
+    # contiguous rows), then rows: each output row is a few whole rows of that, weighted. Each
+    # tap is a product and then a sum, never a fused multiply-add, so a pixel's rounding does
+    # not depend on the region or on which vector lane computes it.
+    xt = low_res[..., r0:r1, c0:c1].float().transpose(-1, -2).contiguous()
+    cols = _weighted_rows(xt, idx_w, w_w).transpose(-1, -2).contiguous()
+    return _weighted_rows(cols, idx_h, w_h)
+
+
+def _weighted_rows(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """... x R x C, index / weight N x K -> ... x N x C: row i = sum_k weight[i, k] * x[index[i, k]]."""
+    out = x.index_select(-2, index[:, 0]).mul_(weight[:, 0, None])
+    term = torch.empty_like(out) if index.shape[1] > 1 else None
+    for k in range(1, index.shape[1]):
+        out.add_(torch.index_select(x, -2, index[:, k], out=term).mul_(weight[:, k, None]))
+    return out
 
 
 def postprocess_masks(
@@ -100,19 +152,56 @@ def postprocess_masks(
 
     Equal (to float rounding) to SAM's reference: bilinear upscale to img_size x img_size, crop
     the padding to input_size, bilinear resize to original_size. Both steps are separable linear
-    maps, so their composition is applied directly (a matrix product for the columns, a few taps
-    per output row for the rows), never materialising the 1024 x 1024 intermediate.
+    maps, so their composition is applied directly (a few taps per output column, then a few
+    taps per output row), never materialising the 1024 x 1024 intermediate.
     """
-    low = low_res.shape[-1]
-    idx_h, w_h = _upscale_taps(low, img_size, input_size[0], original_size[0])
+    h, w = original_size
+    return postprocess_region(low_res, (0, 0, w, h), input_size, original_size, img_size)
+
+
+def mask_regions(
+    low_res: torch.Tensor, threshold: float, input_size: Tuple[int, int], original_size: Tuple[int, int],
+    img_size: int,
+) -> np.ndarray:
+    """Where in the original image each mask's postprocessed logits can exceed threshold.
+
+    low_res: N x L x L -> N x 4 int64 regions (x0, y0, x1, y1), pixels x0 <= x < x1, y0 <= y < y1;
+    an empty region (x1 == x0, y1 == y0) where no pixel can. Every pixel of
+    ``postprocess_masks`` above threshold lies inside its mask's region.
+
+    Why: each output pixel is a combination of low-res pixels with weights >= 0 summing to 1, so
+    it can exceed threshold only if one of the low-res pixels it reads does. The low-res pixels
+    above threshold, less a margin that covers float32 rounding of the weights and sums, span
+    rows a0..a1 and columns b0..b1; the output rows that read one of rows a0..a1 (and columns
+    likewise) follow from the taps. Non-finite logits: the whole image.
+    """
+    n, low = low_res.shape[0], low_res.shape[-1]
+    out = np.zeros((n, 4), np.int64)
+    if n == 0:
+        return out
     x = low_res.float()
-    dev = x.device
-    # Columns first, on the low-res rows: one matrix product with the (sparse-valued) column map.
-    x = x @ _upscale_matrix(low, img_size, input_size[1], original_size[1]).to(dev)
-    # Then rows: each output row is a few whole (contiguous) input rows, weighted.
-    idx_h, w_h = idx_h.to(dev), w_h.to(dev)
-    out = None
-    for k in range(idx_h.shape[1]):
-        term = x.index_select(-2, idx_h[:, k]) * w_h[:, k, None]
-        out = term if out is None else out.add_(term)
+    peak = float(x.abs().amax()) if x.numel() else 0.0
+    if not np.isfinite(peak):
+        out[:] = (0, 0, original_size[1], original_size[0])
+        finite = torch.isfinite(x).flatten(1).all(1).cpu().numpy()
+        if finite.any():
+            sub = np.flatnonzero(finite)
+            out[sub] = mask_regions(low_res[torch.as_tensor(sub, device=low_res.device)], threshold,
+                                    input_size, original_size, img_size)
+        return out
+    # Relative rounding of a pixel is a few float32 ulps of the largest |logit| it reads (weights
+    # rounded to float32 and at most ~10 products and sums): 1e-4 of it is a wide margin.
+    above = x > threshold - 1e-4 * (1.0 + abs(threshold) + peak)
+    rows, cols = above.any(-1).cpu().numpy(), above.any(-2).cpu().numpy()  # N x L each
+    has = rows.any(1)
+    a0, a1 = rows.argmax(1), low - 1 - rows[:, ::-1].argmax(1)
+    b0, b1 = cols.argmax(1), low - 1 - cols[:, ::-1].argmax(1)
+    fh, lh = _tap_support(low, img_size, input_size[0], original_size[0])
+    fw, lw = _tap_support(low, img_size, input_size[1], original_size[1])
+    for i in np.flatnonzero(has):
+        # Output i reads low-res first[i]..last[i]: it meets a0..a1 when last[i] >= a0 and first[i] <= a1.
+        y0, y1 = np.searchsorted(lh, a0[i], "left"), np.searchsorted(fh, a1[i], "right")
+        x0, x1 = np.searchsorted(lw, b0[i], "left"), np.searchsorted(fw, b1[i], "right")
+        if y1 > y0 and x1 > x0:
+            out[i] = (x0, y0, x1, y1)
     return out
