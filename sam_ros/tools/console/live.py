@@ -70,6 +70,7 @@ class LiveSession:
         self.selected: Optional[str] = None
         self.info = ""
         self._ids = itertools.count(1)
+        self._cleared: Dict[str, float] = {}  # results still in flight for removed targets are ignored
         self._prefix = f"console{os.getpid() % 10000}_"
         self.render_meta = ""
 
@@ -79,6 +80,7 @@ class LiveSession:
             self.frame, self.frame_key = rgb, key
             self.frames_received += 1
             now = time.monotonic()
+            self._cleared = {t: c for t, c in self._cleared.items() if now - c < self.stale_s}
             stale = [t for t, v in self.targets.items() if now - v.updated > self.stale_s and t not in self.prompts]
             for tid in stale:
                 del self.targets[tid]  # a target someone else cleared: no result for a while
@@ -90,6 +92,8 @@ class LiveSession:
             for o in objects:
                 if not o.target_id or o.target_id.startswith("auto/"):
                     continue  # one-shot and automatic masks are not targets
+                if now - self._cleared.get(o.target_id, -1e9) < self.stale_s:
+                    continue
                 if o.state == "ended":
                     self.targets.pop(o.target_id, None)
                     continue
@@ -138,6 +142,7 @@ class LiveSession:
                     raise P.ProtocolError(f"no target {tid!r}")
                 out.append(("clear", tid))
                 for t in ([tid] if tid else list(self.targets) + list(self.prompts)):
+                    self._cleared[t] = time.monotonic()
                     self.targets.pop(t, None)
                     self.prompts.pop(t, None)
                 if self.selected == tid or not tid:
