@@ -11,7 +11,7 @@
   const $ = (id) => document.getElementById(id);
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   // Exposed for tests and benchmarks: what was drawn and when.
-  const page = (window.samConsole = { frame: 0, meta: "", drawn: [], state: null, errors: [], clicks: [] });
+  const page = (window.samConsole = { frame: 0, count: 0, meta: "", drawn: [], state: null, errors: [], clicks: [] });
   let state = null;
   let radius = 8;
 
@@ -56,6 +56,7 @@
           bmp.close();
           after = seq;
           page.frame = seq;
+          page.count += 1;
           page.meta = r.headers.get("X-Frame-Meta") || "";
           page.drawn.push({ seq: seq, t: performance.now(), meta: page.meta });
           if (page.drawn.length > 200) page.drawn.shift();
