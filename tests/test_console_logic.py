@@ -272,3 +272,37 @@ def test_non_loopback_needs_a_token_and_the_token_is_checked():
         assert _request(base + "/static/console.js", headers={"Cookie": "sam_ros_console_token=s3cret-token"})[0] == 200
     finally:
         server.stop()
+
+
+# ---- the workbench on a video (frames extracted once into the output folder) ------------------------
+def test_workbench_on_a_video_extracts_frames_and_resumes(tmp_path, tiny_predictor):
+    import cv2
+
+    from sam_ros.tools.console.workbench import Workbench
+
+    video = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for k in range(20):
+        frame = np.full((48, 64, 3), 40, np.uint8)
+        cv2.rectangle(frame, (5 + k, 10), (25 + k, 30), (0, 200, 255), -1)
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out"
+    bench = Workbench(tiny_predictor, video, str(out), rate=5.0)
+    assert bench.names == [f"clip_{i:06d}" for i in range(0, 20, 2)]
+    assert all((out / f"{n}.jpg").exists() for n in bench.names)
+    bench.handle({"action": "goto", "index": 3})
+    bench.handle({"action": "tool", "tool": "brush"})
+    r = bench.handle({"action": "stroke", "mode": "brush", "radius": 3, "points": [[10, 10], [20, 12]]})
+    assert bench.doc.get(r["object"]).mask.sum() > 30
+    with pytest.raises(P.ProtocolError, match="for image"):
+        bench.handle({"action": "undo", "image": "clip_000000"})
+    with pytest.raises(P.ProtocolError, match="outside"):
+        bench.handle({"action": "open", "path": "../.."})
+    with pytest.raises(P.ProtocolError, match="eraser"):
+        bench.handle({"action": "stroke", "mode": "erase", "radius": 3, "points": [[1, 1]], "new": True})
+    bench.handle({"action": "next"})  # saves the edited image
+    again = Workbench(tiny_predictor, video, str(out), rate=5.0)
+    assert again.index == 4
+    again.handle({"action": "prev"})
+    assert len(again.doc.objects) == 1 and again.doc.objects[0].source == "brush"
