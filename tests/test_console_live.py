@@ -172,6 +172,8 @@ def test_click_background_click_box_and_remove_on_the_page(setup, scene):
     node_mask = camera.mask(tid)
     assert node_mask[y, x]
     assert _shows(driver, plain, node_mask, tid), _drawn(driver, plain, node_mask, tid)
+    # One click: the node offers whole / part / subpart, the page offers the choice.
+    assert wait_for(lambda: len(driver.find_elements("css selector", "#levels button")) == 3, 10)
 
     # A background click refines the same target: the node's mask changes, the page follows.
     inside = np.argwhere(node_mask & ~scene.masks[wholes[0]]) if (node_mask & ~scene.masks[wholes[0]]).any() \

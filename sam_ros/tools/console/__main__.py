@@ -5,7 +5,7 @@ import sys
 import threading
 
 from . import __doc__ as DOC
-from .server import ConsoleServer, Hub, new_token
+from .server import ConsoleServer, Hub, is_loopback, new_token
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,9 @@ def main(argv=None) -> int:
         argv, ros_args = argv[:i], argv[i:]
     a = build_parser().parse_args(argv)
     token = new_token() if a.token == "auto" else a.token
+    if not is_loopback(a.host) and not token:
+        print(f"console: listening on {a.host} (not a loopback address) requires a token (--token)", file=sys.stderr)
+        return 2
     stop_ros = None
     if a.mode == "live":
         from .live import LiveSession

@@ -136,7 +136,7 @@ class ConsoleServer(ThreadingHTTPServer):
         self.port = self.server_address[1]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/" + (f"?token={token}" if token else "")
-        self.allowed_hosts = {f"{h}:{self.port}" for h in ("127.0.0.1", "localhost", "[::1]")}
+        self.allowed_hosts = {f"{h}:{self.port}" for h in ("127.0.0.1", "localhost", "[::1]", shown)}
 
     def start(self) -> "ConsoleServer":
         threading.Thread(target=self.serve_forever, daemon=True, name="http").start()
