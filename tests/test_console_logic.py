@@ -306,3 +306,27 @@ def test_workbench_on_a_video_extracts_frames_and_resumes(tmp_path, tiny_predict
     assert again.index == 4
     again.handle({"action": "prev"})
     assert len(again.doc.objects) == 1 and again.doc.objects[0].source == "brush"
+
+
+def test_workbench_on_a_ros2_bag_skips_a_broken_message(tmp_path, tiny_predictor):
+    pytest.importorskip("rosbags")
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from sam_ros.tools.console.workbench import Workbench
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    Image, Header, Time = (store.types[f"{t}"] for t in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
+                                                          "builtin_interfaces/msg/Time"))
+    bag = tmp_path / "bag"
+    with Writer(bag, version=8) as writer:
+        conn = writer.add_connection("/cam", Image.__msgtype__, typestore=store)
+        for i in range(4):
+            img = np.full((32, 48, 3), 30 * i, np.uint8)
+            data = img.reshape(-1) if i != 2 else np.zeros(10, np.uint8)  # frame 2 is broken
+            msg = Image(header=Header(stamp=Time(sec=i, nanosec=0), frame_id="cam"), height=32, width=48,
+                        encoding="rgb8", is_bigendian=0, step=48 * 3, data=data)
+            writer.write(conn, i * 1_000_000_000, store.serialize_cdr(msg, Image.__msgtype__))
+    bench = Workbench(tiny_predictor, str(bag), str(tmp_path / "out"), rate=0)
+    assert bench.names == [f"cam_{i * 1_000_000_000}" for i in (0, 1, 3)]
+    assert bench.state()["image"] == {"name": "cam_0", "index": 0, "count": 3, "width": 48, "height": 32}
