@@ -1,7 +1,6 @@
 """A real headless Chromium (Debian's chromium + chromium-driver, installed by scripts/test.sh)
 driven through Selenium, and helpers to read the console page's canvas and click on it."""
 import base64
-import os
 import shutil
 import time
 

@@ -6,7 +6,7 @@
     GET  /api/frame?after=n   the latest rendered frame (JPEG, WebP or PNG), once newer than n
     POST /api/action          one JSON message from the page (validated by `protocol`)
 
-Frames are long-polled: the page asks for the next one only after drawing the last, and always
+Frames are long-polled: the page has at most one request waiting while it draws a frame, and always
 gets the newest, so a slow browser gets fewer frames, never a growing queue. It listens on
 127.0.0.1 unless told otherwise; any other address needs a token (header `X-Console-Token`,
 the cookie, or `?token=`). Without a token, requests must name a loopback Host (DNS rebinding)

@@ -10,7 +10,7 @@ Files are only read below the input folder and written below the output folder.
 """
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import cv2
 import numpy as np

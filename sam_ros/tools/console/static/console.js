@@ -39,26 +39,32 @@
   }
   page.act = act;
 
-  // ---- frames: ask for the next only after drawing the last (never a queue) -------------------
+  // ---- frames: at most one request waits while one frame is decoded and drawn (never a queue) ---
+  const fetchFrame = (after) => fetch("/api/frame?after=" + after, { headers });
   async function frameLoop() {
     let after = 0;
+    let next = null; // the request for the frame after `after`, already on its way
     for (;;) {
       try {
-        const r = await fetch("/api/frame?after=" + after, { headers });
+        const r = await (next || fetchFrame(after));
+        next = null;
         const seq = parseInt(r.headers.get("X-Frame-Seq") || "0", 10);
         if (r.status === 200) {
-          const bmp = await createImageBitmap(await r.blob());
+          const meta = r.headers.get("X-Frame-Meta") || "";
+          const blob = await r.blob();
+          after = seq;
+          next = fetchFrame(after);
+          const bmp = await createImageBitmap(blob);
           if (view.width !== bmp.width || view.height !== bmp.height) {
             view.width = overlay.width = bmp.width;
             view.height = overlay.height = bmp.height;
           }
           vctx.drawImage(bmp, 0, 0);
           bmp.close();
-          after = seq;
           page.frame = seq;
           page.count += 1;
-          page.meta = r.headers.get("X-Frame-Meta") || "";
-          page.drawn.push({ seq: seq, t: performance.now(), meta: page.meta });
+          page.meta = meta;
+          page.drawn.push({ seq: seq, t: performance.now(), meta: meta });
           if (page.drawn.length > 200) page.drawn.shift();
           document.body.dataset.frame = seq;
         } else if (r.status === 204) {
@@ -67,6 +73,7 @@
           await sleep(500);
         }
       } catch (e) {
+        next = null;
         await sleep(500);
       }
     }
