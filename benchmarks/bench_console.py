@@ -9,7 +9,11 @@ Chromium and also talks to the node directly. Measures, in the same run:
 - click on the page -> the new target's mask drawn on the page (the page's clock: mousedown to
   the first drawn frame whose server header lists the target), alternating with
 - the node's own click latency: a sam_ros/Prompt with one point sent by this script -> the first
-  SegmentationResult for that target received here (same point, same camera stream).
+  SegmentationResult for that target received here (same point, same camera stream);
+- per page click, what the console adds, independent of how long the node takes: mousedown ->
+  the console's Prompt seen on DDS here (forward), and the node's first result for it seen here ->
+  the mask drawn on the page (return); one host, so the page's clock (performance.timeOrigin +
+  now) and this script's time.time() compare directly.
 
     python benchmarks/bench_console.py [--rate 30] [--seconds 10] [--clicks 20]
 """
@@ -72,18 +76,27 @@ def main() -> int:
     n = rclpy.create_node("bench_console", context=ctx)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(n)
-    first_result = {}  # target id -> arrival time of its first result
+    first_result = {}  # target id -> arrival time (time.time()) of its first result
+    first_prompt = {}  # target id -> arrival time of the console's prompt
     n.create_subscription(SegmentationResult, "segmentation", lambda m: [
-        first_result.setdefault(o.target_id, time.monotonic()) for o in m.objects], 100)
+        first_result.setdefault(o.target_id, time.time()) for o in m.objects], 100)
+    n.create_subscription(Prompt, "prompt", lambda m: first_prompt.setdefault(m.target_id, time.time()), 100)
     prompt_pub = n.create_publisher(Prompt, "prompt", 100)
     clear_pub = n.create_publisher(String, "clear_targets", 10)
     while prompt_pub.get_subscription_count() == 0:
         ex.spin_once(timeout_sec=0.05)
+    # Callbacks stamp arrivals: the executor spins on a thread of its own the whole time.
+    import threading
 
-    def spin_for(seconds):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            ex.spin_once(timeout_sec=0.01)
+    spinning = [True]
+
+    def spin():
+        while spinning[0]:
+            ex.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    spin_for = time.sleep
 
     cam = CameraProcess(a.rate, domain)
     driver = chromium_driver()
@@ -105,17 +118,17 @@ def main() -> int:
 
         out["page_fps_no_target"], out["console_rendered_fps_no_target"] = page_fps(a.seconds)
         points = [(200 + 37 * k % 240, 150 + 23 * k % 180) for k in range(a.clicks)]
-        page_ms, node_ms = [], []
+        page_ms, node_ms, forward_ms, return_ms = [], [], [], []
         for k, (x, y) in enumerate(points):
             # The node's own click latency: a prompt from here, its first result here.
             tid = f"bench_{k}"
             p = Prompt(target_id=tid, multimask=True)
             p.points, p.labels = [Point(x=float(x), y=float(y), z=0.0)], [1]
-            t = time.monotonic()
+            t = time.time()
             prompt_pub.publish(p)
             end = t + 10
-            while tid not in first_result and time.monotonic() < end:
-                ex.spin_once(timeout_sec=0.005)
+            while tid not in first_result and time.time() < end:
+                time.sleep(0.001)
             if tid in first_result:
                 node_ms.append((first_result[tid] - t) * 1000)
             clear_pub.publish(String(data=tid))
@@ -127,14 +140,23 @@ def main() -> int:
             rec = wait_for(lambda: driver.execute_script(
                 "const s = window.samConsole; const c = s.clicks[arguments[0]]; if (!c || !c.target) return null;"
                 "const d = s.drawn.find(d => d.t > c.t0 && d.meta.split(',').includes(c.target));"
-                "return d ? [c.t0, d.t, c.target] : null", n_clicks), 10)
+                "return d ? [c.t0, d.t, c.target, performance.timeOrigin] : null", n_clicks), 10)
             if rec:
                 page_ms.append(rec[1] - rec[0])
+                spin_for(0.05)
+                origin_s = rec[3] / 1000
+                if rec[2] in first_prompt and rec[2] in first_result:
+                    forward_ms.append((first_prompt[rec[2]] - origin_s) * 1000 - rec[0])
+                    return_ms.append(rec[1] - (first_result[rec[2]] - origin_s) * 1000)
                 driver.execute_script("window.samConsole.act({action: 'remove', target: arguments[0]})", rec[2])
             spin_for(0.4)
         out["node_click_ms"] = {"median": pct(node_ms, 50), "p95": pct(node_ms, 95), "n": len(node_ms)}
         out["page_click_ms"] = {"median": pct(page_ms, 50), "p95": pct(page_ms, 95), "n": len(page_ms)}
         out["page_minus_node_ms"] = pct(page_ms, 50) - pct(node_ms, 50)
+        added = [f + r for f, r in zip(forward_ms, return_ms)]
+        out["console_forward_ms"] = {"median": pct(forward_ms, 50), "p95": pct(forward_ms, 95)}
+        out["console_return_ms"] = {"median": pct(return_ms, 50), "p95": pct(return_ms, 95)}
+        out["console_added_ms"] = {"median": pct(added, 50), "p95": pct(added, 95), "n": len(added)}
         # Frame rate with one tracked target.
         click(driver, 320.0, 240.0)
         spin_for(2.0)
@@ -145,6 +167,8 @@ def main() -> int:
         out["camera_fps"] = (count - 1) / seconds if seconds > 0 else float("nan")
         console.stop()
         node.stop()
+        spinning[0] = False
+        spinner.join(timeout=5)
         n.destroy_node()
         rclpy.shutdown(context=ctx)
     out["load_average_at_end"] = os.getloadavg()[0]
