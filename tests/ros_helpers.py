@@ -1,10 +1,12 @@
 """Helpers for the ROS 2 tests: the node runs in its own process, the test process talks to it over
 real DDS (Fast DDS with the project's large-data profile), each test session in its own domain."""
 import os
+import re
+import subprocess
+import sys
+import threading
 import time
-from typing import Callable, Dict, Optional
-
-from sam_ros.tools.console.launch import ModuleProcess
+from typing import Callable, Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILE = os.path.join(ROOT, "config", "fastdds_large_data.xml")
@@ -20,21 +22,40 @@ def ros_env(domain_id: int) -> Dict[str, str]:
     return env
 
 
-class NodeProcess(ModuleProcess):
+class NodeProcess:
     """`python -m sam_ros.ros.node` in a subprocess, with its log captured."""
 
     def __init__(self, domain_id: int, params: Optional[Dict[str, object]] = None, name: str = "sam_ros",
                  remaps: Optional[Dict[str, str]] = None) -> None:
-        args = ["--ros-args", "-r", f"__node:={name}"]
+        cmd = [sys.executable, "-m", "sam_ros.ros.node", "--ros-args", "-r", f"__node:={name}"]
         for k, v in (params or {}).items():
             v = str(v).lower() if isinstance(v, bool) else v
-            args += ["-p", f"{k}:={v}"]
+            cmd += ["-p", f"{k}:={v}"]
         for k, v in (remaps or {}).items():
-            args += ["-r", f"{k}:={v}"]
-        super().__init__("sam_ros.ros.node", args, ros_env(domain_id), ROOT)
+            cmd += ["-r", f"{k}:={v}"]
+        self.proc = subprocess.Popen(cmd, env=ros_env(domain_id), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, cwd=ROOT)
+        self.lines: List[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
 
     def wait_for_log(self, pattern: str, timeout: float = 60.0) -> bool:
-        return bool(super().wait_for_log(pattern, timeout))
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if re.search(pattern, self.log):
+                return True
+            if self.proc.poll() is not None:
+                return bool(re.search(pattern, self.log))
+            time.sleep(0.1)
+        return False
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -42,6 +63,15 @@ class NodeProcess(ModuleProcess):
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
         return 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def spin_until(executor, predicate: Callable[[], bool], timeout: float) -> bool:
