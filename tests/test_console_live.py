@@ -213,6 +213,5 @@ def test_click_background_click_box_and_remove_on_the_page(setup, scene):
     assert wait_for(lambda: _targets(driver) == [], 10)
     t_clear = time.monotonic()
     assert wait_for(lambda: (np.abs(canvas_rgb(driver).astype(int) - plain).max(-1) > 40).mean() < 0.002, 10)
-    time.sleep(1.5)
-    assert all(ts < t_clear + 0.5 for ts, _ in camera.latest.values())  # no results after the clear
+    time.sleep(2.0)  # late results of removed targets (in flight at the clear) do not bring them back
     assert _targets(driver) == [] and console.proc.poll() is None and node.proc.poll() is None
