@@ -11,7 +11,7 @@ setup(
     version="0.1.0",
     description="Segment Anything as a real-time ROS 2 node (engine and tools usable without ROS)",
     packages=find_packages(include=["sam_ros", "sam_ros.*"]),
-    package_data={"sam_ros": ["weights/*.safetensors", "weights/*.md"]},
+    package_data={"sam_ros": ["weights/*.safetensors", "weights/*.md", "tools/console/static/*"]},
     python_requires=">=3.10",
     install_requires=["torch>=2.3", "numpy", "opencv-python-headless", "safetensors", "tqdm"],
     extras_require={"bags": ["rosbags"], "onnx": ["onnx", "onnxruntime"], "ray": ["ray==2.60.0"]},
@@ -19,6 +19,7 @@ setup(
         "console_scripts": [
             "sam-ros-node=sam_ros.ros.node:main",
             "sam-ros-demo=sam_ros.tools.demo:main",
+            "sam-ros-console=sam_ros.tools.console.__main__:main",
         ]
     },
 )

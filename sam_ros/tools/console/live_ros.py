@@ -1,0 +1,134 @@
+"""The console's ROS 2 node for live mode: beside the sam_ros node, through its topics only.
+
+Subscribes `image` (sensor-data QoS, as cameras publish) and `segmentation`; publishes `prompt`
+(sam_ros/Prompt, one per target id: the same id replaces the target's prompt) and
+`clear_targets` (std_msgs/String, "" = all). Converts messages to the ROS-free LiveSession's
+types; ObjectMask tracking fields (`state`, `propagated`, `age_frames`) are shown when the node
+sends them.
+"""
+import threading
+from typing import Any, List
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import Point
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from ...engine.image_io import ConversionError, to_rgb
+from ...msg import Prompt, SegmentationResult
+from ...ros.conversions import fill_image_msg, stamp_key
+from .live import LiveSession, ObjectView, PromptSpec
+
+RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=100)
+
+
+def _crop(mask_msg: Any) -> np.ndarray:
+    h, w = int(mask_msg.height), int(mask_msg.width)
+    if h == 0 or w == 0:
+        return np.zeros((0, 0), bool)
+    data = np.frombuffer(mask_msg.data, np.uint8)
+    return data[: h * int(mask_msg.step)].reshape(h, int(mask_msg.step))[:, :w] > 0
+
+
+def object_view(o: Any) -> ObjectView:
+    """sam_ros/ObjectMask -> ObjectView (works with and without the tracking fields)."""
+    cands = [(_crop(c.mask), (int(c.bbox.x_offset), int(c.bbox.y_offset)), float(c.iou)) for c in o.candidates]
+    return ObjectView(o.target_id, _crop(o.mask), (int(o.bbox.x_offset), int(o.bbox.y_offset)), float(o.iou),
+                      float(o.stability), int(o.area), o.source, str(getattr(o, "state", "") or ""),
+                      bool(getattr(o, "propagated", False)), int(getattr(o, "age_frames", getattr(o, "age", 0)) or 0),
+                      cands, int(o.chosen))
+
+
+def prompt_msg(spec: PromptSpec) -> Prompt:
+    """PromptSpec -> sam_ros/Prompt on the latest frame (zero stamp)."""
+    msg = Prompt(target_id=spec.target_id, multimask=spec.multimask)
+    msg.points = [Point(x=float(x), y=float(y), z=0.0) for x, y in spec.points]
+    msg.labels = [int(v) for v in spec.labels]
+    if spec.box is not None:
+        msg.has_box = True
+        msg.box = [float(v) for v in spec.box]
+    if spec.mask_input is not None:
+        fill_image_msg(msg.mask_input, spec.mask_input.astype(np.uint8) * np.uint8(255), "mono8")
+    return msg
+
+
+class ConsoleNode(Node):
+    def __init__(self, session: LiveSession, image_topic: str = "image", compressed: bool = False,
+                 node_name: str = "sam_ros_console", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self.session = session
+        self.errors = 0
+        self._latest = None
+        self._frame_ready = threading.Event()
+        self.pub_prompt = self.create_publisher(Prompt, "prompt", RELIABLE)
+        self.pub_clear = self.create_publisher(String, "clear_targets", RELIABLE)
+        if compressed:
+            self.create_subscription(CompressedImage, image_topic + "/compressed", self._on_image, qos_profile_sensor_data)
+        else:
+            self.create_subscription(Image, image_topic, self._on_image, qos_profile_sensor_data)
+        self.create_subscription(SegmentationResult, "segmentation", self._on_result, RELIABLE)
+        session.publish = self.send
+        self._decoder = threading.Thread(target=self._decode_frames, daemon=True)
+        self._decoder.start()
+
+    def _on_image(self, msg) -> None:
+        self._latest = msg  # latest frame wins: decoding happens on the decoder thread
+        self._frame_ready.set()
+
+    def _decode_frames(self) -> None:
+        while rclpy.ok(context=self.context):
+            if not self._frame_ready.wait(0.2):
+                continue
+            self._frame_ready.clear()
+            msg = self._latest
+            try:
+                rgb = to_rgb(msg)
+            except ConversionError as e:
+                self.errors += 1
+                self.get_logger().warning(f"camera frame skipped: {e}", throttle_duration_sec=2.0)
+                continue
+            self.session.on_frame(rgb, stamp_key(msg.header.stamp))
+
+    def _on_result(self, msg) -> None:
+        try:
+            objects: List[ObjectView] = [object_view(o) for o in msg.objects]
+        except Exception as e:  # a malformed result must not stop the console
+            self.get_logger().warning(f"segmentation result skipped: {e}", throttle_duration_sec=2.0)
+            return
+        self.session.on_result(objects)
+
+    def send(self, kind: str, payload: Any) -> None:
+        if kind == "prompt":
+            self.pub_prompt.publish(prompt_msg(payload))
+        elif kind == "clear":
+            self.pub_clear.publish(String(data=payload))
+
+
+def start(session: LiveSession, args=None, image_topic: str = "image", compressed: bool = False):
+    """rclpy + the console node spinning on a thread of its own; returns (node, stop function)."""
+    context = rclpy.Context()
+    rclpy.init(args=args, context=context)
+    node = ConsoleNode(session, image_topic, compressed, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    thread = threading.Thread(target=spin, daemon=True, name="ros")
+    thread.start()
+
+    def stop() -> None:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        thread.join(timeout=5)
+
+    return node, stop
