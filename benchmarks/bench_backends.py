@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import median_time  # noqa: E402
+from timing import median_time, print_machine  # noqa: E402
 
 CASES = [("torch", "fp32"), ("torch", "bf16"), ("compile", "fp32"), ("compile", "bf16"), ("onnxruntime", "fp32")]
 
@@ -83,6 +83,7 @@ def main() -> int:
         backend, dtype, cache = a.case.split(",")
         print(json.dumps(one_case(a.model, backend, dtype, cache)))
         return 0
+    print_machine()
     cache = tempfile.mkdtemp(prefix="sam_ros_bench_")
     results = {}
     for backend, dtype in [("reference", "fp32")] + [c for c in CASES if c[0] not in a.skip]:

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import median_time  # noqa: E402
+from timing import median_time, print_machine  # noqa: E402
 
 
 def build_pair():
@@ -83,6 +83,7 @@ def main() -> int:
     if args.memory_probe:
         memory_probe(args.memory_probe)
         return 0
+    print_machine()
     if args.memory_only:
         report_memory([])
         return 0
