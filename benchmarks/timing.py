@@ -21,18 +21,20 @@ def median_time(fn, reps: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def interleaved_times(fns: Dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> Dict[str, list]:
-    """Wall times (seconds) of each fn over reps rounds, the candidates taking turns within a
-    round, so that a noisy neighbour slows them alike. Returns name -> list of times."""
+def interleaved_times(fns: Dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> Dict[str, dict]:
+    """Times of each fn over reps rounds, the candidates taking turns within a round, so that a
+    noisy neighbour slows them alike. Returns name -> {"wall": [s, ...], "cpu": [s, ...]} (cpu:
+    this process's CPU time per call; with one thread it hardly depends on the neighbours)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times: Dict[str, list] = {name: [] for name in fns}
+    times: Dict[str, dict] = {name: {"wall": [], "cpu": []} for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t)
+            times[name]["wall"].append(time.perf_counter() - t)
+            times[name]["cpu"].append(time.process_time() - c)
     return times
 
 
