@@ -74,3 +74,21 @@ def test_torch_backend_on_cpu_is_fused_and_predicts_like_unfused():
     b = fast.decode(e2, box=box, multimask_output=False, return_logits=True)
     assert_close(b.masks, a.masks, 1e-3, "mask logits")
     assert_close(b.iou_predictions, a.iou_predictions, 1e-4, "IoU predictions")
+
+
+def test_mbconv_row_strips_compute_the_whole_image_result():
+    from sam_ros.model.fusion import FusedMBConv
+    from sam_ros.model.tiny_vit import MBConv
+
+    block = MBConv(16, 16, 4.0)
+    block.load_state_dict(randomize_state_dict(block.state_dict(), 8))
+    block.eval()
+    x = torch.randn(1, 16, 37, 29, generator=torch.Generator().manual_seed(2)).contiguous(
+        memory_format=torch.channels_last)
+    whole = FusedMBConv(block, strip_bytes=1 << 30)
+    strips = FusedMBConv(block, strip_bytes=5 * 29 * 64 * 4)  # 5-row strips, a short last one
+    with torch.inference_mode():
+        want = block(x)
+        a, b = whole(x), strips(x)
+    assert_close(a, want, 1e-5, "fused MBConv")
+    assert_close(b, a, 1e-6, "MBConv on row strips")

@@ -10,7 +10,9 @@ place (the modules' forward code is unchanged; fused modules replace children):
 - that convolution + the GELU after it -> one oneDNN convolution with a GELU post-op
   (``torch.ops.mkldnn._convolution_pointwise``, the kernel torch.compile's CPU backend uses);
 - the MLPs' Linear + GELU -> one oneDNN matrix product with a GELU post-op;
-- the neck's 3 x 3 convolution gets its weight pre-packed in oneDNN's layout.
+- the neck's 3 x 3 convolution gets its weight pre-packed in oneDNN's layout;
+- MBConv blocks with a large expanded activation (MobileSAM's first stage) run on row strips
+  that keep their intermediates in cache (FusedMBConv).
 
 The result computes the same function (float32: within ~1e-6 relative; the GELU is the exact
 erf form) and keeps one module with parameters per fused layer, so forward pre-hooks (the
@@ -21,13 +23,13 @@ checkpoint's (hash or save the model before fusing).
 Where oneDNN's fused kernels are missing (a torch build without mkldnn, a CUDA tensor, fp16) the
 fused modules run as plain F.conv2d / F.linear + F.gelu, so the folded BatchNorm still pays.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tiny_vit import Conv2d_BN, MBConv, Mlp, PatchEmbed, PatchMerging, TinyViT, TinyViTBlock
+from .tiny_vit import Conv2d_BN, ConvLayer, MBConv, Mlp, PatchEmbed, PatchMerging, TinyViT, TinyViTBlock
 
 _ACTS = ("none", "gelu")
 
@@ -72,13 +74,51 @@ class FusedConv2d(nn.Module):
             self._packed = (key, packed)
         return self._packed[1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """padding overrides the convolution's (FusedMBConv's row strips pad only sideways)."""
+        pad = list(padding if padding is not None else self.padding)
         if _onednn_ok(x) and not torch.is_grad_enabled():
             return torch.ops.mkldnn._convolution_pointwise(
-                x, self._weight_for(x), self.bias, list(self.padding), list(self.stride), list(self.dilation),
+                x, self._weight_for(x), self.bias, pad, list(self.stride), list(self.dilation),
                 self.groups, self.act, [], "none" if self.act == "gelu" else "")
-        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        y = F.conv2d(x, self.weight, self.bias, self.stride, pad, self.dilation, self.groups)
         return F.gelu(y) if self.act == "gelu" else y
+
+
+class FusedMBConv(nn.Module):
+    """MBConv (1x1 expand + GELU, depthwise 3x3 + GELU, 1x1 project, residual, GELU) of fused
+    convolutions, run on row strips of the image when its expanded activation is large.
+
+    At MobileSAM's first stage the expanded activation is 256 x 256 x 256 (67 MB in fp32),
+    written and read by every pass; on strips of `rows` rows (+1 halo row each side for the 3x3)
+    the three convolutions' intermediates stay in cache. Same arithmetic as the whole-image
+    path: the depthwise convolution sees the same neighbours (real halo rows inside the image,
+    zero rows at its border, as its padding would be).
+    """
+
+    def __init__(self, block: MBConv, strip_bytes: int = 4 << 20) -> None:
+        super().__init__()
+        self.conv1 = _conv(block.conv1, "gelu")
+        self.conv2 = _conv(block.conv2, "gelu")
+        self.conv3 = _conv(block.conv3)
+        self.strip_bytes = strip_bytes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        hidden = self.conv1.weight.shape[0]
+        rows = max(4, self.strip_bytes // max(1, b * w * hidden * x.element_size()))
+        if 2 * rows > h or torch.is_grad_enabled():  # small enough to stay in cache whole
+            return F.gelu(self.conv3(self.conv2(self.conv1(x))) + x)
+        out = torch.empty_like(x)
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            a, z = max(0, r0 - 1), min(h, r1 + 1)
+            y = self.conv1(x[:, :, a:z])
+            if a == r0 or z == r1:  # the image border: zero rows, as the 3x3's padding would add
+                y = F.pad(y, (0, 0, int(a == r0), int(z == r1)))
+            y = self.conv3(self.conv2(y, (0, 1)))
+            out[:, :, r0:r1] = F.gelu(y + x[:, :, r0:r1])
+        return out
 
 
 class FusedLinearGELU(nn.Module):
@@ -109,10 +149,8 @@ def fuse_tiny_vit(encoder: TinyViT) -> TinyViT:
             if isinstance(m, PatchEmbed):
                 first, _gelu, second = m.seq
                 m.seq = nn.Sequential(_conv(first, "gelu"), _conv(second))
-            elif isinstance(m, MBConv):
-                m.conv1, m.act1 = _conv(m.conv1, "gelu"), nn.Identity()
-                m.conv2, m.act2 = _conv(m.conv2, "gelu"), nn.Identity()
-                m.conv3 = _conv(m.conv3)  # act3 comes after the residual add: stays
+            elif isinstance(m, ConvLayer):
+                m.blocks = nn.ModuleList(FusedMBConv(blk) for blk in m.blocks)
             elif isinstance(m, PatchMerging):
                 m.conv1, m.conv2, m.act = _conv(m.conv1, "gelu"), _conv(m.conv2, "gelu"), nn.Identity()
                 m.conv3 = _conv(m.conv3)
