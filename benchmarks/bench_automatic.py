@@ -17,6 +17,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import print_machine  # noqa: E402
 
 
 def main() -> int:
@@ -24,6 +26,7 @@ def main() -> int:
     ap.add_argument("--points-per-side", type=int, default=32)
     ap.add_argument("--model", default="vit_b")
     a = ap.parse_args()
+    print_machine()
     import reference
     from conftest import randomize_state_dict, synthetic_image
 

@@ -14,6 +14,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import print_machine  # noqa: E402
 
 
 def cuda_time(fn, reps=20, warmup=5) -> float:
@@ -37,6 +39,7 @@ def main() -> int:
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    print_machine()
     name = torch.cuda.get_device_name()
     rows = []
     print(f"GPU: {name}; torch {torch.__version__}")

@@ -6,10 +6,12 @@ measured in a fresh subprocess per side (its peak RSS over set_image + one predi
 
     python benchmarks/bench_model.py            # everything (about 4 minutes on 2 cores)
     python benchmarks/bench_model.py --quick    # fewer repetitions
+    python benchmarks/bench_model.py --tinyvit [--threads 1]  # TinyViT encoders (see tinyvit_encoders)
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -20,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import median_time  # noqa: E402
+from timing import interleaved_times, median_time, print_machine  # noqa: E402
 
 
 def build_pair():
@@ -79,9 +81,18 @@ def main() -> int:
     ap.add_argument("--memory-probe", choices=["reference", "ours"], help=argparse.SUPPRESS)
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory comparison")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--tinyvit", action="store_true", help="only the TinyViT encoders (default model, MobileSAM)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    ap.add_argument("--reps", type=int, default=0, help="rounds for --tinyvit (default 15 / 5)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_probe:
         memory_probe(args.memory_probe)
+        return 0
+    print_machine()
+    if args.tinyvit:
+        tinyvit_encoders(args.reps)
         return 0
     if args.memory_only:
         report_memory([])
@@ -144,6 +155,69 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
     return 0
+
+
+def _reference_tiny_vit(cfg, img_size):
+    """MobileSAM's own TinyViT class with our config's numbers."""
+    import reference
+
+    reference.mobile_sam()
+    from mobile_sam.modeling import TinyViT
+
+    e = cfg.encoder
+    return TinyViT(img_size=img_size, in_chans=3, num_classes=e.num_classes, embed_dims=list(e.embed_dims),
+                   depths=list(e.depths), num_heads=list(e.num_heads), window_sizes=list(e.window_sizes),
+                   mlp_ratio=4.0, drop_rate=0.0, drop_path_rate=0.0, mbconv_expand_ratio=4.0, local_conv_size=3).eval()
+
+
+def tinyvit_encoders(reps: int = 0) -> None:
+    """The embedded default model's encoder (its shipped weights, 384 px: a 640x480 frame) and
+    MobileSAM's (random weights, 1024 px): MobileSAM's reference TinyViT (vit_t), ours as plain modules
+    (what SamPredictor and training run), ours fused for CPUs (what the torch backend runs on a
+    CPU), and fused in bf16; interleaved rounds, medians; max |diff| against the reference."""
+    import copy
+
+    from conftest import randomize_state_dict
+
+    from sam_ros.engine.factory import load_sam
+    from sam_ros.model.build import build_sam, get_config
+    from sam_ros.model.fusion import fuse_tiny_vit
+
+    torch.set_grad_enabled(False)
+    for name in ("sam_ros_tiny", "vit_t"):
+        cfg = get_config(name)
+        if name == "sam_ros_tiny":
+            model = load_sam()
+        else:
+            model = build_sam(name)
+            model.load_state_dict(randomize_state_dict(model.state_dict(), 0))
+        ours = model.image_encoder.eval()
+        fused = fuse_tiny_vit(copy.deepcopy(ours))
+        fused_bf16 = fuse_tiny_vit(copy.deepcopy(ours).to(torch.bfloat16))
+        x = torch.randn(1, 3, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(0))
+        xb = x.to(torch.bfloat16)
+        fns = {"ours, plain modules": lambda: ours(x), "ours, fused (torch backend on CPU)": lambda: fused(x),
+               "ours, fused, bf16": lambda: fused_bf16(xb)}
+        baseline = "ours, plain modules"
+        if name == "vit_t":
+            # MobileSAM's TinyViT hard-codes MobileSAM's sizes (1024 px, a stride-1 last merge
+            # for 320 channels): it is the reference for vit_t only.
+            ref = _reference_tiny_vit(cfg, cfg.img_size)
+            ref.load_state_dict(ours.state_dict())
+            ref.eval()  # MobileSAM caches its attention biases in eval()
+            fns = {"MobileSAM reference": lambda: ref(x), **fns}
+            baseline = "MobileSAM reference"
+        want = fns[baseline]()
+        diffs = {k: (fn().float() - want).abs().max().item() for k, fn in fns.items() if k != baseline}
+        times = interleaved_times(fns, reps or (15 if name == "sam_ros_tiny" else 5))
+        ref_t = statistics.median(times[baseline]["wall"])
+        print(f"{name} encoder, {cfg.img_size} px input (embedding |max| {want.abs().max().item():.2f}; "
+              f"ratios and diffs against {baseline}):")
+        for k, t in times.items():
+            med, cpu = statistics.median(t["wall"]), statistics.median(t["cpu"])
+            d = f", max |diff| {diffs[k]:.1e}" if k in diffs else ""
+            print(f"  {k:36s} median {med * 1e3:8.1f} ms (min {min(t['wall']) * 1e3:8.1f}, CPU time {cpu * 1e3:8.1f}) "
+                  f"ratio {med / ref_t:5.2f}{d}", flush=True)
 
 
 def report_memory(rows) -> None:

@@ -24,6 +24,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import print_machine  # noqa: E402
 
 
 def pct(values, q):
@@ -133,6 +135,7 @@ def main() -> int:
     if a.camera is not None:
         camera(a.camera, a.domain)
         return 0
+    print_machine()
     # The bare decoder first, each variant in its own quiet process (nothing else running on the
     # 2 cores): paced like the node's prompts (gap_ms between calls) and back to back, each with
     # glibc's default allocator and with the node's setting; the ratios use the faster allocator.

@@ -15,6 +15,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import print_machine  # noqa: E402
 
 CONFIGS = {
     "lr5e-4": [],
@@ -33,6 +35,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=0, help="stop all runs after this many seconds")
     a = ap.parse_args()
+    print_machine()
     # The default schedule (warm-up 100, single clicks for 400 steps, boxes ramped in over 400,
     # for 3000 steps) scaled to the sweep's length.
     scale = a.steps / 3000

@@ -8,8 +8,9 @@ Tolerances (absolute; all in float32 on CPU). Random weights are scaled (see con
 image embedding is O(1) (std ~1, |max| ~5) and mask logits span about -15..15:
   EMBED_ATOL    5e-5  observed <= 5e-6 (reduced ViT, TinyViT). Our ViT runs attention through
                       F.scaled_dot_product_attention with the rel-pos terms as an additive bias (in
-                      query chunks), TinyViT through SDPA too; the reference uses an explicit
-                      softmax(q k^T * scale + bias). Same maths, different float32 summation order.
+                      query chunks); the reference uses an explicit softmax(q k^T * scale + bias),
+                      as our TinyViT does (channels-last, and oneDNN-fused on CPUs in the torch
+                      backend: see test_fusion). Same maths, different float32 summation order.
   LOW_RES_ATOL  2e-4  observed <= 3e-5. The decoder adds its own reordering: our two-way
                       transformer folds the prompts into the query sequence against shared image
                       keys instead of repeat_interleave-ing the embedding per prompt.

@@ -43,11 +43,15 @@ def load_sam(checkpoint: str = "", variant: str = "") -> Sam:
 
 def create_predictor(checkpoint: str = "", variant: str = "", device: str = "cpu", encoder_dtype: str = "fp32",
                      decoder_dtype: str = "", backend: str = "torch", cache_dir: str = "") -> SamPredictor:
-    """Load the model and wrap it in a predictor running on the chosen backend."""
+    """Load the model and wrap it in a predictor running on the chosen backend (`auto`, the
+    node's default: the fastest that agrees with eager fp32 here, measured on first use and
+    cached; a named backend forces that one with encoder_dtype)."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available (torch {torch.__version__})")
     model = load_sam(checkpoint, variant)
     from .backends import make_predictor  # noqa: WPS433 (backends import heavy optional packages lazily)
 
+    if backend == "auto":
+        decoder_dtype = decoder_dtype or "fp32"
     return make_predictor(model, backend=backend, device=device, encoder_dtype=encoder_dtype,
                           decoder_dtype=decoder_dtype or encoder_dtype, cache_dir=cache_dir)

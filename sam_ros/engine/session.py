@@ -141,12 +141,15 @@ class StreamingSession:
         self._model_idle = threading.Event()
         self._running = False
         self._threads: List[threading.Thread] = []
-        single = self.config.prompt_priority and predictor.device.type == "cpu" and \
-            getattr(predictor, "_image_encoder", None) is getattr(predictor.model, "image_encoder", None)
+        # CPU + eager torch: the model thread serves prompts between the encoder's layers
+        # (compiled and exported encoders have no layers to hook).
+        encoder = getattr(predictor, "_image_encoder", None) or predictor.model.image_encoder
+        single = (self.config.prompt_priority and predictor.device.type == "cpu"
+                  and getattr(predictor, "backend_name", "torch") == "torch" and hasattr(encoder, "modules"))
         self.serves_prompts_between_layers = single
         self.preempt = LayerPreemption(lambda: len(self.prompts) > 0, self._serve_prompts_in_layer,
                                        self.config.max_pause_s)
-        self._hooks = self.preempt.attach(predictor.model.image_encoder) if single else []
+        self._hooks = self.preempt.attach(encoder) if single else []
 
     # ==== targets ==================================================================================
     def add_target(self, target_id: str, prompt: PromptSource, key: int = 0, source: str = "prompt") -> ObjectResult:

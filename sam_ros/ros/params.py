@@ -56,7 +56,8 @@ DESCRIPTIONS = {
     "device": "torch device: cpu, cuda, cuda:1 ...",
     "encoder_dtype": "image encoder precision: fp32, fp16 or bf16.",
     "decoder_dtype": "prompt encoder + mask decoder precision (empty: same as the encoder).",
-    "backend": "execution backend: torch, compile, onnxruntime, tensorrt.",
+    "backend": "execution backend: auto (the fastest that agrees with eager fp32 on this machine, measured on "
+               "first use and cached; picks the encoder precision too), torch, compile, onnxruntime, tensorrt.",
     "backend_cache_dir": "where compiled/exported engines are cached (empty: ~/.cache/sam_ros).",
     "image_topic": "camera image topic (remap it, e.g. -r image:=/camera/image_raw).",
     "image_transport": "raw (sensor_msgs/Image on image_topic) or compressed "

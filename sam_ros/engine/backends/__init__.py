@@ -2,7 +2,10 @@
 SamPredictor whose image encoder (and, where it pays, prompt encoder + mask decoder) runs on that
 backend. The node and the command-line tools pick one by name.
 
-    torch        eager PyTorch on CPU or CUDA, precision per part (encoder / decoder)
+    auto         the default: the fastest of the others that passes a parity check on this
+                 machine, measured once per (CPU, torch, weights, input size) and cached (auto.py)
+    torch        eager PyTorch on CPU or CUDA, precision per part (encoder / decoder); on a CPU a
+                 TinyViT encoder is fused for inference (sam_ros.model.fusion)
     compile      torch.compile with a persistent cache directory (second start reuses it)
     onnxruntime  exported ONNX graphs in ONNX Runtime (CPU; CUDA / TensorRT providers when present)
     tensorrt     torch-tensorrt engines (Jetson / desktop NVIDIA GPUs), cached on disk
@@ -18,7 +21,7 @@ import torch
 
 from ..predictor import SamPredictor
 
-BACKENDS = ("torch", "compile", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "compile", "onnxruntime", "tensorrt")
 
 
 class BackendUnavailable(RuntimeError):
@@ -41,11 +44,43 @@ def weights_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def fuse_for_inference(predictor: SamPredictor) -> SamPredictor:
+    """On a CPU, fuse a TinyViT encoder's convolutions, BatchNorms and GELUs in place
+    (sam_ros.model.fusion: same function, ~1.5x faster); other encoders are left as they are."""
+    from ...model.fusion import fuse_tiny_vit
+    from ...model.tiny_vit import TinyViT
+
+    encoder = predictor.model.image_encoder
+    if predictor.device.type == "cpu" and isinstance(encoder, TinyViT) and not getattr(encoder, "fused", False):
+        fuse_tiny_vit(encoder)
+    return predictor
+
+
 def make_predictor(model, backend: str = "torch", device: str = "cpu", encoder_dtype: str = "fp32",
-                   decoder_dtype: Optional[str] = None, cache_dir: str = "") -> SamPredictor:
-    decoder_dtype = decoder_dtype or encoder_dtype
+                   decoder_dtype: Optional[str] = None, cache_dir: str = "", try_compile: bool = False) -> SamPredictor:
+    """A predictor for `model` on `backend`; its `backend_name` says which backend runs (with
+    `auto`: the one chosen, and `auto_choice` why). With `auto` the encoder's precision is
+    chosen too (encoder_dtype is ignored; the decoder keeps decoder_dtype, default fp32)."""
+    if backend == "auto":
+        from .auto import choose_backend
+
+        choice, predictor = choose_backend(model, device=device, cache_dir=cache_dir,
+                                           decoder_dtype=decoder_dtype or "fp32", try_compile=try_compile)
+        if predictor is None:
+            predictor = make_predictor(model, choice.backend, device, choice.encoder_dtype, choice.decoder_dtype,
+                                       cache_dir)
+        predictor.auto_choice = choice
+        predictor.backend_name = choice.backend
+        return predictor
+    predictor = _make(model, backend, device, encoder_dtype, decoder_dtype or encoder_dtype, cache_dir)
+    predictor.backend_name = backend
+    return predictor
+
+
+def _make(model, backend: str, device: str, encoder_dtype: str, decoder_dtype: str, cache_dir: str) -> SamPredictor:
     if backend == "torch":
-        return SamPredictor(model, device=device, encoder_dtype=encoder_dtype, decoder_dtype=decoder_dtype)
+        predictor = SamPredictor(model, device=device, encoder_dtype=encoder_dtype, decoder_dtype=decoder_dtype)
+        return fuse_for_inference(predictor)
     if backend == "compile":
         from .compile import CompiledPredictor
 
