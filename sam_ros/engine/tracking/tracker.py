@@ -30,7 +30,6 @@ class TrackingConfig:
     box_margin: float = 0.0          # re-segmentation box: the target's box grown by this share per side
     box_size_step: float = 0.1       # a decode changes the box's width and height by at most this share
     clip_margin: float = 0.1         # a re-segmented mask is cut to its prompt box grown by this share
-    negative_points: bool = False    # background clicks just outside the propagated box's sides
     min_flow_reliability: float = 0.2   # share of flow points moving consistently to trust the flow
     min_iou: float = 0.4             # predicted IoU needed to accept a decoded mask
     min_area_ratio: float = 0.15     # decoded area / reference area to accept (partial occlusion)
@@ -74,7 +73,6 @@ class Tracker:
 class PromptTracker(Tracker):
     def __init__(self, config: Optional[TrackingConfig] = None) -> None:
         self.config = config or TrackingConfig()
-        self.debug = None
 
     # ---- start ---------------------------------------------------------------------------
     def start(self, target: Target, rgb: np.ndarray, flow: FlowFrame, embedding: Optional[ImageEmbedding],
@@ -224,17 +222,6 @@ class PromptTracker(Tracker):
         box = np.clip([x0 - mx, y0 - my, x1 + mx, y1 + my], 0, [w, h, w, h])
         points = [np.array(farthest_from_boundary(t.mask)[0], np.float64)]
         labels = [1]
-        if self.config.negative_points:
-            # Clicks just outside the middle of each side of the box keep the mask from bleeding
-            # into what touches the object (where they fall inside the image and off the mask).
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            dx, dy = max(3.0, 0.12 * (x1 - x0)), max(3.0, 0.12 * (y1 - y0))
-            for px, py in ((x0 - dx, cy), (x1 + dx, cy), (cx, y0 - dy), (cx, y1 + dy)):
-                ix, iy = int(round(px)), int(round(py))
-                inside = 0 <= ix < w and 0 <= iy < h
-                points.append(np.array([np.clip(px, 0, w), np.clip(py, 0, h)]))
-                labels.append(0 if inside and not t.mask[iy, ix] else -1)
-        # Padding points (label -1) keep every target's prompt the same shape: one decoder batch.
         return Prompt(np.stack(points), np.array(labels), box, None, multimask=False)
 
     def correct(self, targets_prompts: Sequence[Tuple[Target, Prompt, str]], preds: Sequence[MaskPrediction],
@@ -256,8 +243,6 @@ class PromptTracker(Tracker):
             feature = app.pooled_feature(embedding, mask) if embedding is not None else None
             cos, colour = t.appearance.score(feature, app.colour_histogram(rgb, mask, bbox))
             iou = float(pred.iou_predictions[chosen])
-            if self.debug is not None:
-                self.debug.append((flow.key, t.target_id, kind, round(iou, 2), round(ratio, 2), round(cos, 2), round(colour, 2), mask))
             if kind == "track":
                 ok = (iou >= cfg.min_iou and cfg.min_area_ratio <= ratio <= cfg.max_area_ratio
                       and colour >= cfg.min_colour)
