@@ -171,7 +171,7 @@ def test_click_background_click_box_and_remove_on_the_page(setup, scene):
     time.sleep(0.5)  # let the page draw the latest result
     node_mask = camera.mask(tid)
     assert node_mask[y, x]
-    assert _shows(driver, plain, node_mask, tid), _drawn(driver, plain, node_mask, tid)
+    assert wait_for(lambda: _shows(driver, plain, node_mask, tid), 10), _drawn(driver, plain, node_mask, tid)
     # One click: the node offers whole / part / subpart, the page offers the choice.
     assert wait_for(lambda: len(driver.find_elements("css selector", "#levels button")) == 3, 10)
 
@@ -188,7 +188,7 @@ def test_click_background_click_box_and_remove_on_the_page(setup, scene):
     time.sleep(1.0)
     after = camera.mask(tid)
     assert not after[by, bx] or after.sum() != before.sum()
-    assert _shows(driver, plain, after, tid), _drawn(driver, plain, after, tid)
+    assert wait_for(lambda: _shows(driver, plain, after, tid), 10), _drawn(driver, plain, after, tid)
 
     # A dragged box starts a second target.
     ys, xs = np.nonzero(scene.masks[wholes[1]])

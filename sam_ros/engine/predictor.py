@@ -288,7 +288,7 @@ class SamPredictor:
             batched |= coords.ndim == 3
             if coords.ndim == 2:
                 coords, labels = coords[None], labels.reshape(1, -1)
-            validate_points(coords, labels, size, allow_padding=True)
+            validate_points(coords, labels, size)
             coords = transforms.apply_coords(coords, size, self.img_size)
             coords_t = torch.as_tensor(coords, dtype=torch.float32)
             labels_t = torch.as_tensor(labels, dtype=torch.int64)

@@ -48,10 +48,8 @@ def validate_image(image: np.ndarray) -> None:
         raise InputError(f"image is empty (shape {image.shape})")
 
 
-def validate_points(points: np.ndarray, labels: np.ndarray, image_size: Tuple[int, int],
-                    allow_padding: bool = False) -> None:
-    """Points must be finite, inside the image (0 <= x <= W, 0 <= y <= H), labels 0 or 1 (or -1,
-    a padding point the model ignores, with allow_padding)."""
+def validate_points(points: np.ndarray, labels: np.ndarray, image_size: Tuple[int, int]) -> None:
+    """Points must be finite, inside the image (0 <= x <= W, 0 <= y <= H), labels 0 or 1."""
     h, w = image_size
     if points.ndim < 2 or points.shape[-1] != 2:
         raise InputError(f"points must be N x 2 (x, y), got shape {points.shape}")
@@ -63,7 +61,7 @@ def validate_points(points: np.ndarray, labels: np.ndarray, image_size: Tuple[in
     if np.any(outside):
         bad = points[outside][0]
         raise InputError(f"point ({bad[0]:g}, {bad[1]:g}) is outside the {w}x{h} image")
-    if not np.all((labels == 0) | (labels == 1) | (allow_padding & (labels == -1))):
+    if not np.all((labels == 0) | (labels == 1)):
         raise InputError(f"point labels must be 1 (foreground) or 0 (background), got {np.unique(labels).tolist()}")
 
 

@@ -34,9 +34,9 @@ class TrackingConfig:
     min_iou: float = 0.4             # predicted IoU needed to accept a decoded mask
     min_area_ratio: float = 0.15     # decoded area / reference area to accept (partial occlusion)
     max_area_ratio: float = 4.0
-    min_colour: float = 0.45         # colour similarity needed to accept a decoded mask as the target
+    min_colour: float = 0.6          # colour similarity needed to accept a decoded mask as the target
     reacquire_iou: float = 0.3       # to re-acquire an absent target: predicted IoU,
-    reacquire_colour: float = 0.4    # colour similarity,
+    reacquire_colour: float = 0.6    # colour similarity,
     reacquire_feature: float = 0.7   # embedding similarity, and
     reacquire_area: Tuple[float, float] = (0.1, 3.0)   # area ratio
     appearance_rate: float = 0.02    # how fast the appearance model follows the target
