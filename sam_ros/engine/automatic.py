@@ -19,7 +19,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import transforms
 from .mask_utils import (area_from_rle, batched_nms, encode_rle, mask_to_rle, masks_to_boxes,
                          remove_small_regions, rle_to_mask, stability_score)
 from .predictor import ImageEmbedding, SamPredictor
@@ -226,7 +225,7 @@ class AutomaticMaskGenerator:
     def _process_batch(self, points: np.ndarray, embedding: ImageEmbedding, crop_size: Tuple[int, int],
                        crop_box: List[int], orig_size: Tuple[int, int], region: Optional[List[int]]) -> _Masks:
         p = self.predictor
-        coords = torch.as_tensor(transforms.apply_coords(points, crop_size, p.img_size), dtype=torch.float32)
+        coords = torch.as_tensor(p.transform_coords(points, crop_size), dtype=torch.float32)
         labels = torch.ones(len(points), 1, dtype=torch.int64)
         pred = p.decode_torch(embedding, coords[:, None], labels, multimask_output=True, full_resolution=False)
         low, iou = pred.low_res_logits, pred.iou_predictions
@@ -239,7 +238,7 @@ class AutomaticMaskGenerator:
             low, iou, pts = low[keep], iou[keep], pts[keep]
         if len(iou) == 0:
             return _Masks.empty()
-        logits = transforms.postprocess_masks(low[:, None], embedding.input_size, crop_size, p.img_size)[:, 0]
+        logits = p.postprocess_masks(low[:, None], embedding, crop_size)[:, 0]
         threshold = p.model.mask_threshold
         stab = stability_score(logits, threshold, self.stability_score_offset)
         if self.stability_score_thresh > 0.0:

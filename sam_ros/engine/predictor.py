@@ -42,6 +42,10 @@ class ImageEmbedding:
     original_size: Tuple[int, int]   # (H, W) of the image given to encode
     input_size: Tuple[int, int]      # (h, w) after resizing, before padding
     ready: Optional[Any] = None      # CUDA event recorded when the features are computed
+    # SAM 2 only: the decoder's stride-4 / stride-8 skip features (1 x C/8 x 4h x 4w, 1 x C/4 x 2h x 2w)
+    # and the encoder output before the no-memory embedding (what the video tracker conditions).
+    high_res_features: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+    backbone_features: Optional[torch.Tensor] = None
 
 
 class MaskPrediction(NamedTuple):
@@ -49,6 +53,7 @@ class MaskPrediction(NamedTuple):
     iou_predictions: np.ndarray   # B x M
     low_res_logits: np.ndarray    # B x M x L x L, feed back as mask_input
     stability_scores: np.ndarray  # B x M
+    object_score_logits: Optional[np.ndarray] = None  # B x 1, SAM 2 (> 0: the object is in the image)
 
 
 class TorchMaskPrediction(NamedTuple):
@@ -56,6 +61,7 @@ class TorchMaskPrediction(NamedTuple):
     iou_predictions: torch.Tensor
     low_res_logits: torch.Tensor
     stability_scores: torch.Tensor
+    object_score_logits: Optional[torch.Tensor] = None
 
 
 class SamPredictor:
@@ -182,16 +188,36 @@ class SamPredictor:
             stream.wait_event(embedding.ready)
             embedding.features.record_stream(stream)
         sl = slice(1, None) if multimask_output else slice(0, 1)
-        low_res, iou = self._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input, sl)
-        low_res, iou = low_res.float(), iou.float()
+        out = self._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input, sl)
+        low_res, iou = out[0].float(), out[1].float()
+        obj = out[2].float() if len(out) > 2 else None
         threshold = self.model.mask_threshold
         if not full_resolution:
             stab = stability_score(low_res, threshold, self.stability_offset)
-            return TorchMaskPrediction(low_res.new_zeros((0,)), iou, low_res, stab)
-        logits = transforms.postprocess_masks(low_res, embedding.input_size, embedding.original_size, self.img_size)
+            return TorchMaskPrediction(low_res.new_zeros((0,)), iou, self._returned_low_res(low_res), stab, obj)
+        logits = self.postprocess_masks(low_res, embedding)
         stab = stability_score(logits, threshold, self.stability_offset)
         masks = logits if return_logits else logits > threshold
-        return TorchMaskPrediction(masks, iou, low_res, stab)
+        return TorchMaskPrediction(masks, iou, self._returned_low_res(low_res), stab, obj)
+
+    # ---- geometry between the original image and the model's input frame ---------------------
+    def transform_coords(self, coords: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
+        """... x 2 (x, y) pixels of the original image -> the model's input frame."""
+        return transforms.apply_coords(coords, original_size, self.img_size)
+
+    def transform_boxes(self, boxes: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
+        """B x 4 (x0, y0, x1, y1) boxes of the original image -> the model's input frame."""
+        return transforms.apply_boxes(boxes, original_size, self.img_size)
+
+    def postprocess_masks(self, low_res: torch.Tensor, embedding: ImageEmbedding,
+                          original_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Low-res logits B x M x L x L -> logits at the original image size (or original_size)."""
+        return transforms.postprocess_masks(low_res, embedding.input_size, original_size or embedding.original_size,
+                                            self.img_size)
+
+    def _returned_low_res(self, low_res: torch.Tensor) -> torch.Tensor:
+        """The low-res logits handed back (to be fed back as mask_input)."""
+        return low_res
 
     def _decode_low_res(self, embedding: ImageEmbedding, point_coords, point_labels, boxes, mask_input,
                         tokens: slice = slice(None)):
@@ -235,7 +261,7 @@ class SamPredictor:
             if coords.ndim == 2:
                 coords, labels = coords[None], labels.reshape(1, -1)
             validate_points(coords, labels, size)
-            coords = transforms.apply_coords(coords, size, self.img_size)
+            coords = self.transform_coords(coords, size)
             coords_t = torch.as_tensor(coords, dtype=torch.float32)
             labels_t = torch.as_tensor(labels, dtype=torch.int64)
             b = coords.shape[0]
@@ -247,7 +273,7 @@ class SamPredictor:
             boxes = validate_boxes(boxes.reshape(-1, 4) if boxes.ndim == 1 else boxes, size)
             if b is not None and boxes.shape[0] != b:
                 raise InputError(f"{boxes.shape[0]} boxes for {b} point sets")
-            boxes_t = torch.as_tensor(transforms.apply_boxes(boxes, size, self.img_size), dtype=torch.float32)
+            boxes_t = torch.as_tensor(self.transform_boxes(boxes, size), dtype=torch.float32)
             b = boxes.shape[0]
         if mask_input is not None:
             m = np.asarray(mask_input, dtype=np.float32)
@@ -260,8 +286,8 @@ class SamPredictor:
         if coords_t is None and boxes_t is None and mask_t is None:
             raise InputError("give at least one prompt: points, a box or a mask input")
         out = self.decode_torch(embedding, coords_t, labels_t, boxes_t, mask_t, multimask_output, return_logits)
-        pred = MaskPrediction(*(t.cpu().numpy() for t in out))
-        return pred if batched else MaskPrediction(*(a[0] for a in pred))
+        pred = MaskPrediction(*(None if t is None else t.cpu().numpy() for t in out))
+        return pred if batched else _item(pred, 0)
 
     def predict_prompts(self, embedding: ImageEmbedding, prompts: Sequence[Prompt],
                         max_batch: int = 64) -> List[MaskPrediction]:
@@ -286,7 +312,7 @@ class SamPredictor:
                 multimask_output=multimask,
             )
             for j, i in enumerate(idx):
-                results[i] = MaskPrediction(*(a[j] for a in pred))
+                results[i] = _item(pred, j)
         return results  # type: ignore[return-value]
 
     # ---- reference-style stateful API -----------------------------------------------------
@@ -320,3 +346,8 @@ class SamPredictor:
         if self._embedding is None:
             raise RuntimeError("no image set: call set_image() first")
         return self._embedding
+
+
+def _item(pred: MaskPrediction, i: int) -> MaskPrediction:
+    """Prediction i of a batched MaskPrediction (fields that are None stay None)."""
+    return MaskPrediction(*(None if a is None else a[i] for a in pred))
