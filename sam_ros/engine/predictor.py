@@ -53,7 +53,6 @@ class MaskPrediction(NamedTuple):
     iou_predictions: np.ndarray   # B x M
     low_res_logits: np.ndarray    # B x M x L x L, feed back as mask_input
     stability_scores: np.ndarray  # B x M
-    object_score_logits: Optional[np.ndarray] = None  # B x 1, SAM 2 (> 0: the object is in the image)
 
 
 class TorchMaskPrediction(NamedTuple):
@@ -61,7 +60,6 @@ class TorchMaskPrediction(NamedTuple):
     iou_predictions: torch.Tensor
     low_res_logits: torch.Tensor
     stability_scores: torch.Tensor
-    object_score_logits: Optional[torch.Tensor] = None
 
 
 class SamPredictor:
@@ -79,6 +77,9 @@ class SamPredictor:
             backend); called with a 1 x 3 x S x S normalised, padded tensor.
         stability_offset: logit offset of the stability score.
     """
+
+    prediction_type = MaskPrediction
+    torch_prediction_type = TorchMaskPrediction
 
     def __init__(
         self,
@@ -190,15 +191,16 @@ class SamPredictor:
         sl = slice(1, None) if multimask_output else slice(0, 1)
         out = self._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input, sl)
         low_res, iou = out[0].float(), out[1].float()
-        obj = out[2].float() if len(out) > 2 else None
+        extra = tuple(t.float() for t in out[2:])  # model-specific outputs (SAM 2: object scores)
         threshold = self.model.mask_threshold
         if not full_resolution:
             stab = stability_score(low_res, threshold, self.stability_offset)
-            return TorchMaskPrediction(low_res.new_zeros((0,)), iou, self._returned_low_res(low_res), stab, obj)
+            return self.torch_prediction_type(low_res.new_zeros((0,)), iou, self._returned_low_res(low_res), stab,
+                                              *extra)
         logits = self.postprocess_masks(low_res, embedding)
         stab = stability_score(logits, threshold, self.stability_offset)
         masks = logits if return_logits else logits > threshold
-        return TorchMaskPrediction(masks, iou, self._returned_low_res(low_res), stab, obj)
+        return self.torch_prediction_type(masks, iou, self._returned_low_res(low_res), stab, *extra)
 
     # ---- geometry between the original image and the model's input frame ---------------------
     def transform_coords(self, coords: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
@@ -286,7 +288,7 @@ class SamPredictor:
         if coords_t is None and boxes_t is None and mask_t is None:
             raise InputError("give at least one prompt: points, a box or a mask input")
         out = self.decode_torch(embedding, coords_t, labels_t, boxes_t, mask_t, multimask_output, return_logits)
-        pred = MaskPrediction(*(None if t is None else t.cpu().numpy() for t in out))
+        pred = self.prediction_type(*(t.cpu().numpy() for t in out))
         return pred if batched else _item(pred, 0)
 
     def predict_prompts(self, embedding: ImageEmbedding, prompts: Sequence[Prompt],
@@ -349,5 +351,5 @@ class SamPredictor:
 
 
 def _item(pred: MaskPrediction, i: int) -> MaskPrediction:
-    """Prediction i of a batched MaskPrediction (fields that are None stay None)."""
-    return MaskPrediction(*(None if a is None else a[i] for a in pred))
+    """Prediction i of a batched prediction (of the same type)."""
+    return type(pred)(*(a[i] for a in pred))

@@ -12,7 +12,7 @@ Differences from SAM, as in Meta's ``SAM2ImagePredictor``:
   low-res logits are clamped to +-32;
 - every prediction carries the object-score logit (> 0: the object is in the image).
 """
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -26,8 +26,28 @@ from .prompts import InputError, validate_image
 LOW_RES_CLAMP = 32.0
 
 
+class Sam2MaskPrediction(NamedTuple):
+    """MaskPrediction (same first four fields) with SAM 2's object score."""
+    masks: np.ndarray
+    iou_predictions: np.ndarray
+    low_res_logits: np.ndarray
+    stability_scores: np.ndarray
+    object_score_logits: np.ndarray  # B x 1 (> 0: the object is in the image)
+
+
+class Sam2TorchMaskPrediction(NamedTuple):
+    masks: torch.Tensor
+    iou_predictions: torch.Tensor
+    low_res_logits: torch.Tensor
+    stability_scores: torch.Tensor
+    object_score_logits: torch.Tensor
+
+
 class Sam2Predictor(SamPredictor):
     """Runs a :class:`SAM2` model on images and prompts (see the module docstring)."""
+
+    prediction_type = Sam2MaskPrediction
+    torch_prediction_type = Sam2TorchMaskPrediction
 
     def __init__(self, model: SAM2, device: Union[str, torch.device] = "cpu", encoder_dtype: DTypeLike = None,
                  decoder_dtype: DTypeLike = None, stability_offset: float = 1.0) -> None:

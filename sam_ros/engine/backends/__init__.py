@@ -44,6 +44,14 @@ def weights_hash(model: torch.nn.Module) -> str:
 def make_predictor(model, backend: str = "torch", device: str = "cpu", encoder_dtype: str = "fp32",
                    decoder_dtype: Optional[str] = None, cache_dir: str = "") -> SamPredictor:
     decoder_dtype = decoder_dtype or encoder_dtype
+    from ...model.sam2.sam2_base import SAM2
+
+    if isinstance(model, SAM2):
+        if backend != "torch":
+            raise BackendUnavailable(f"backend {backend!r} runs SAM 1 models only; SAM 2 models run on 'torch'")
+        from ..sam2_predictor import Sam2Predictor
+
+        return Sam2Predictor(model, device=device, encoder_dtype=encoder_dtype, decoder_dtype=decoder_dtype)
     if backend == "torch":
         return SamPredictor(model, device=device, encoder_dtype=encoder_dtype, decoder_dtype=decoder_dtype)
     if backend == "compile":
