@@ -1,5 +1,7 @@
-"""Shared timing helper of the benchmark scripts."""
+"""Shared timing and memory helpers of the benchmark scripts."""
 import statistics
+import subprocess
+import sys
 import time
 
 
@@ -13,3 +15,17 @@ def median_time(fn, reps: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+# A child's ru_maxrss starts at its parent's size at fork time (Linux keeps the forked address
+# space's high-water mark across exec), so the probe is started by a small launcher process and
+# its peak read from the launcher's RUSAGE_CHILDREN.
+_LAUNCHER = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
+
+
+def peak_memory_mb(script: str, side: str, cwd: str) -> float:
+    """Peak RSS (MB) of `python script --memory-probe side` run in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", _LAUNCHER, sys.executable, script, "--memory-probe", side],
+                         capture_output=True, text=True, cwd=cwd, check=True)
+    return float(out.stdout.strip().splitlines()[-1])

@@ -195,8 +195,8 @@ class SamPredictor:
         threshold = self.model.mask_threshold
         if not full_resolution:
             stab = stability_score(low_res, threshold, self.stability_offset)
-            return self.torch_prediction_type(low_res.new_zeros((0,)), iou, self._returned_low_res(low_res), stab,
-                                              *extra)
+            # The raw logits (not _returned_low_res): the caller upscales them itself.
+            return self.torch_prediction_type(low_res.new_zeros((0,)), iou, low_res, stab, *extra)
         logits = self.postprocess_masks(low_res, embedding)
         stab = stability_score(logits, threshold, self.stability_offset)
         masks = logits if return_logits else logits > threshold
