@@ -1,7 +1,8 @@
 """SAM 2.1 hiera tiny on CPU, ours next to Meta's sam2 1.1.0, in the same run.
 
-Both sides get the same random weights and the same 1024 x 1024 input. Reports medians and the
-ratio ours / reference (these machines are noisy: compare ratios, not seconds):
+Both sides get the same random weights and the same 1024 x 1024 input. Reports medians of
+alternating calls and the ratio ours / reference (these machines are noisy: compare ratios, not
+seconds):
 - the image encoder per frame (Hiera + FPN + the decoder's skip projections: ``forward_image``);
 - the per-frame tracking cost of one object with a full memory bank (memory attention over 7
   spatial memories and 16 object pointers, SAM heads, memory encoder), the encoder excluded:
@@ -23,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import median_time, peak_memory_mb  # noqa: E402
+from timing import paired_median_times, peak_memory_mb  # noqa: E402
 
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
@@ -143,13 +144,12 @@ def main() -> int:
               f"ratio {t_ours / t_ref:5.2f} {note}", flush=True)
 
     x = torch.randn(1, 3, 1024, 1024)
-    t_ref = median_time(lambda: ref.forward_image(x), reps)
-    t_ours = median_time(lambda: ours.forward_image(x), reps)
+    t_ref, t_ours = paired_median_times(lambda: ref.forward_image(x), lambda: ours.forward_image(x), reps)
     err = (ref.forward_image(x)["vision_features"] - ours.forward_image(x)["vision_features"]).abs().max().item()
     row("hiera tiny encoder per frame, fp32", t_ref, t_ours, f"(max |diff| {err:.1e})")
     enc_bf16 = build_sam2_copy(ours).to(torch.bfloat16)
     xb = x.to(torch.bfloat16)
-    t_bf16 = median_time(lambda: enc_bf16.forward_image(xb), reps)
+    t_ref, t_bf16 = paired_median_times(lambda: ref.forward_image(x), lambda: enc_bf16.forward_image(xb), reps)
     rel = ((enc_bf16.forward_image(xb)["vision_features"].float() - ref.forward_image(x)["vision_features"]).abs().max()
            / ref.forward_image(x)["vision_features"].abs().max()).item()
     row("hiera tiny encoder per frame, bf16 (vs reference fp32)", t_ref, t_bf16, f"(max rel. diff {rel:.1e})")
@@ -179,8 +179,8 @@ def main() -> int:
         ours_step()
         ref_step()
     n = 5 if args.quick else 15
-    row("tracking per frame and object (full bank)", median_time(ref_step, n, 0), median_time(ours_step, n, 0),
-        "(encoder excluded)")
+    t_ref, t_ours = paired_median_times(ref_step, ours_step, n, 0)
+    row("tracking per frame and object (full bank)", t_ref, t_ours, "(encoder excluded)")
     mem = {side: peak_memory_mb(__file__, side, ROOT) for side in ("reference", "ours")}
     print(f"{'peak memory, 1 frame + 30 tracked frames':48s} reference {mem['reference']:9.0f} MB   "
           f"ours {mem['ours']:9.0f} MB   ratio {mem['ours'] / mem['reference']:5.2f}")

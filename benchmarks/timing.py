@@ -29,3 +29,18 @@ def peak_memory_mb(script: str, side: str, cwd: str) -> float:
     out = subprocess.run([sys.executable, "-c", _LAUNCHER, sys.executable, script, "--memory-probe", side],
                          capture_output=True, text=True, cwd=cwd, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def paired_median_times(fn_a, fn_b, reps: int, warmup: int = 1):
+    """Median wall times of fn_a() and fn_b(), their calls alternating (a, b, a, b, ...) so that a
+    change in the machine's load hits both alike (seconds)."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    ta, tb = [], []
+    for _ in range(reps):
+        for fn, times in ((fn_a, ta), (fn_b, tb)):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
