@@ -7,7 +7,8 @@ seconds):
 - the per-frame tracking cost of one object with a full memory bank (memory attention over 7
   spatial memories and 16 object pointers, SAM heads, memory encoder), the encoder excluded:
   our ``Sam2VideoTracker.track`` against the reference video predictor's single-frame step;
-- peak memory of a process that encodes one frame and tracks one object over 30 frames.
+- peak memory of a process that encodes one frame and tracks one object over 16 frames (a full
+  memory bank).
 
     python benchmarks/bench_sam2.py            # about 5 minutes on 2 shared cores
     python benchmarks/bench_sam2.py --quick
@@ -95,7 +96,7 @@ def reference_tracking_step(ref, image: torch.Tensor):
 
 
 def memory_probe(side: str) -> None:
-    """Subprocess entry: encode one frame, track one object over 30 frames."""
+    """Subprocess entry: encode one frame, track one object over 16 frames."""
     torch.set_grad_enabled(False)
     image = torch.from_numpy((np.random.default_rng(0).random((1024, 1024, 3)) * 255).astype(np.uint8))
     import reference
@@ -105,7 +106,7 @@ def memory_probe(side: str) -> None:
         ref = reference.build_sam2_reference(CONFIG, [], video=True).eval()
         x = ref_input(image)
         step = reference_tracking_step(ref, x)
-        for t in range(1, 31):
+        for t in range(1, 17):
             step(t)
     else:
         from sam_ros.engine.sam2_predictor import Sam2Predictor
@@ -115,7 +116,7 @@ def memory_probe(side: str) -> None:
         emb = p.encode(image.numpy())
         tracker = Sam2VideoTracker(p)
         tracker.add_object(1, emb, 0, points=np.array([[500.0, 500.0]]), labels=np.array([1]))
-        for t in range(1, 31):
+        for t in range(1, 17):
             tracker.track(emb, t)
 
 
@@ -130,9 +131,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--memory-probe", choices=["reference", "ours"], help=argparse.SUPPRESS)
+    ap.add_argument("--memory-only", action="store_true", help="only the peak-memory comparison")
     args = ap.parse_args()
     if args.memory_probe:
         memory_probe(args.memory_probe)
+        return 0
+    if args.memory_only:
+        report_memory()
         return 0
     torch.set_grad_enabled(False)
     print(f"CPU: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
@@ -181,10 +186,14 @@ def main() -> int:
     n = 5 if args.quick else 15
     t_ref, t_ours = paired_median_times(ref_step, ours_step, n, 0)
     row("tracking per frame and object (full bank)", t_ref, t_ours, "(encoder excluded)")
-    mem = {side: peak_memory_mb(__file__, side, ROOT) for side in ("reference", "ours")}
-    print(f"{'peak memory, 1 frame + 30 tracked frames':48s} reference {mem['reference']:9.0f} MB   "
-          f"ours {mem['ours']:9.0f} MB   ratio {mem['ours'] / mem['reference']:5.2f}")
+    report_memory()
     return 0
+
+
+def report_memory() -> None:
+    mem = {side: peak_memory_mb(__file__, side, ROOT) for side in ("reference", "ours")}
+    print(f"{'peak memory, 1 frame + 16 tracked frames':48s} reference {mem['reference']:9.0f} MB   "
+          f"ours {mem['ours']:9.0f} MB   ratio {mem['ours'] / mem['reference']:5.2f}", flush=True)
 
 
 if __name__ == "__main__":
