@@ -15,7 +15,9 @@ PROFILE = os.path.join(ROOT, "config", "fastdds_large_data.xml")
 def ros_env(domain_id: int) -> Dict[str, str]:
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(domain_id)
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = PROFILE
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = PROFILE       # Fast DDS 3 (Kilted)
+    if "FASTRTPS_DEFAULT_PROFILES_FILE" in env:          # Fast DDS 2 (Jazzy): scripts/env.sh sets it
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = PROFILE
     env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
     env["PYTHONPATH"] = ROOT + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"

@@ -10,6 +10,8 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from sam_ros.msg import Prompt  # noqa: E402
 from sam_ros.ros import conversions as conv  # noqa: E402
 
+pytestmark = pytest.mark.ros  # rclpy's message classes: run on every ROS distribution CI tests
+
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (37, 53, 3), dtype=np.uint8)
 
@@ -160,3 +162,4 @@ def test_mask_crop_is_the_tight_box():
     big[15, 12] = True
     view = big[10:58, 5:69]
     assert not view.flags.c_contiguous and conv.mask_crop(view) == (7, 5, 1, 1)
+
