@@ -17,8 +17,16 @@ setup(
     extras_require={"bags": ["rosbags"], "onnx": ["onnx", "onnxruntime"], "ray": ["ray==2.60.0"]},
     entry_points={
         "console_scripts": [
-            "sam-ros-node=sam_ros.ros.node:main",
-            "sam-ros-demo=sam_ros.tools.demo:main",
+            # ROS 2 commands: one clear sentence when rclpy is missing (sam_ros.tools.entry_points).
+            "sam-ros-node=sam_ros.tools.entry_points:node",
+            "sam-ros-synthetic-camera=sam_ros.tools.entry_points:synthetic_camera",
+            "sam-ros-demo=sam_ros.tools.entry_points:demo",
+            # ROS-free tools.
+            "sam-ros-train=sam_ros.tools.train:main",
+            "sam-ros-evaluate=sam_ros.tools.evaluate:main",
+            "sam-ros-data-engine=sam_ros.tools.data_engine:main",
+            "sam-ros-view-masks=sam_ros.tools.view_masks:main",
+            # The operator console: annotate/review are ROS-free; live says itself when rclpy is missing.
             "sam-ros-console=sam_ros.tools.console.__main__:main",
         ]
     },
