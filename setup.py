@@ -13,7 +13,7 @@ setup(
     packages=find_packages(include=["sam_ros", "sam_ros.*"]),
     package_data={"sam_ros": ["weights/*.safetensors", "weights/*.md", "tools/console/static/*"]},
     python_requires=">=3.10",
-    install_requires=["torch>=2.3", "numpy", "opencv-python-headless", "safetensors", "tqdm"],
+    install_requires=["torch>=2.3", "numpy", "opencv-python-headless", "safetensors", "tqdm", "pillow"],
     extras_require={"bags": ["rosbags"], "onnx": ["onnx", "onnxruntime"], "ray": ["ray==2.60.0"]},
     entry_points={
         "console_scripts": [
