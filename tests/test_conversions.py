@@ -163,3 +163,49 @@ def test_mask_crop_is_the_tight_box():
     view = big[10:58, 5:69]
     assert not view.flags.c_contiguous and conv.mask_crop(view) == (7, 5, 1, 1)
 
+
+@pytest.mark.parametrize("pad", [0, 6])
+def test_depth_images_to_meters(pad):
+    mm = np.array([[0, 1000, 1234], [65535, 500, 0]], np.uint16)
+    for big in (False, True):
+        m = conv.depth_msg_to_meters(_msg(mm.astype(">u2" if big else "<u2"), "16UC1", pad, bigendian=big))
+        np.testing.assert_allclose(m, [[np.nan, 1.0, 1.234], [65.535, 0.5, np.nan]], rtol=1e-6)
+    metres = np.array([[0.0, 1.5, np.nan], [np.inf, 0.25, 2.0]], np.float32)
+    m = conv.depth_msg_to_meters(_msg(metres, "32FC1", pad))
+    assert m.dtype == np.float32 and np.isnan(m[0, 0]) and np.isnan(m[0, 2]) and np.isnan(m[1, 0])
+    assert (m[0, 1], m[1, 1], m[1, 2]) == (1.5, 0.25, 2.0)
+    with pytest.raises(conv.ConversionError, match="unsupported depth encoding 'rgb8'"):
+        conv.depth_msg_to_meters(_msg(RGB, "rgb8"))
+    short = _msg(metres, "32FC1")
+    short.data = short.data[:10]
+    with pytest.raises(conv.ConversionError, match="image data has 10 bytes"):
+        conv.depth_msg_to_meters(short)
+
+
+def test_camera_info_and_point_cloud():
+    from sensor_msgs.msg import CameraInfo, PointCloud2
+    from std_msgs.msg import Header
+    from sam_ros.engine.depth import DepthError
+
+    info = CameraInfo(width=640, height=480, distortion_model="plumb_bob",
+                      k=[615.0, 0.0, 321.5, 0.0, 616.0, 238.0, 0.0, 0.0, 1.0], d=[0.1, -0.2, 0.0, 0.0, 0.05])
+    intr = conv.camera_info_to_intrinsics(info)
+    assert (intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height) == (615.0, 616.0, 321.5, 238.0, 640, 480)
+    assert intr.distorted and intr.distortion == (0.1, -0.2, 0.0, 0.0, 0.05)
+    with pytest.raises(DepthError, match="not calibrated"):
+        conv.camera_info_to_intrinsics(CameraInfo(width=640, height=480))
+
+    pts = RNG.normal(0, 1, (57, 3)).astype(np.float32)
+    header = Header(frame_id="camera_color_optical_frame")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    msg = conv.fill_pointcloud2_msg(PointCloud2(), pts, header)
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (1, 57, 12, 57 * 12)
+    assert [f.name for f in msg.fields] == ["x", "y", "z"] and msg.is_dense
+    assert msg.header.frame_id == "camera_color_optical_frame" and msg.header.stamp.nanosec == 345
+    # Read back as any PointCloud2 consumer does: fields by offset and datatype.
+    assert all(f.datatype == f.FLOAT32 and f.count == 1 for f in msg.fields)
+    raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.width, msg.point_step)
+    back = np.stack([raw[:, f.offset:f.offset + 4].copy().view("<f4")[:, 0] for f in msg.fields], axis=1)
+    np.testing.assert_array_equal(back, pts)
+    empty = conv.fill_pointcloud2_msg(PointCloud2(), np.zeros((0, 3), np.float32), header)
+    assert empty.width == 0 and len(empty.data) == 0

@@ -9,8 +9,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..engine.depth import CameraIntrinsics
 from ..engine.image_io import (SUPPORTED_ENCODINGS, ConversionError, compressed_msg_to_rgb,  # noqa: F401
-                               image_msg_to_rgb, to_rgb)
+                               depth_msg_to_meters, image_msg_to_rgb, to_rgb)
 from ..engine.prompts import Prompt
 
 
@@ -97,3 +98,30 @@ def mask_crop(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
     """Tight (x, y, w, h) of a bool (or 0/1 uint8) H x W mask, or None when empty."""
     x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
     return None if w == 0 else (int(x), int(y), int(w), int(h))
+
+
+def camera_info_to_intrinsics(msg: Any) -> CameraIntrinsics:
+    """sensor_msgs/CameraInfo -> engine intrinsics (K, size, D); DepthError if uncalibrated."""
+    return CameraIntrinsics.from_k(list(msg.k), int(msg.width), int(msg.height), list(msg.d),
+                                   str(msg.distortion_model))
+
+
+def fill_pointcloud2_msg(msg: Any, points: np.ndarray, header: Any) -> Any:
+    """Fill a sensor_msgs/PointCloud2 with N x 3 float32 points (x, y, z in metres; an unordered
+    cloud: height 1, width N, dense) under header (the depth image's frame and stamp)."""
+    from sensor_msgs.msg import PointField
+
+    pts = np.ascontiguousarray(points, dtype=np.float32).reshape(-1, 3)
+    msg.header = header
+    msg.height, msg.width = 1, int(len(pts))
+    msg.fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+                  for i, n in enumerate("xyz")]
+    msg.is_bigendian = False
+    msg.point_step = 12
+    msg.row_step = 12 * int(len(pts))
+    msg.is_dense = bool(np.isfinite(pts).all())
+    data = array.array("B")
+    data.frombytes(pts.reshape(-1).view(np.uint8))
+    msg.data = data
+    return msg
+
