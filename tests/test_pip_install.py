@@ -113,7 +113,7 @@ def test_ros_commands_fail_with_one_clear_sentence(plain_venv, command):
 
 def test_console_live_says_rclpy_is_missing(plain_venv):
     venv, env, tmp = plain_venv
-    r = _run(venv, env, tmp, str(venv / "bin" / "sam-ros-console"), "live", "--port", "0")
+    r = _run(venv, env, tmp, str(venv / "bin" / "sam-ros-console"), "--port", "0", "live")
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert lines[0].startswith("console live needs ROS 2's rclpy, which this Python cannot import"), r.stderr
