@@ -209,3 +209,20 @@ def test_camera_info_and_point_cloud():
     np.testing.assert_array_equal(back, pts)
     empty = conv.fill_pointcloud2_msg(PointCloud2(), np.zeros((0, 3), np.float32), header)
     assert empty.width == 0 and len(empty.data) == 0
+
+
+def test_point_cloud_with_target_labels():
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import Header
+
+    pts = RNG.normal(0, 1, (9, 3)).astype(np.float32)
+    labels = np.array([1, 1, 2, 2, 2, 7, 7, 65535, 3], np.uint16)
+    msg = conv.fill_pointcloud2_msg(PointCloud2(), pts, Header(frame_id="depth"), labels)
+    assert (msg.point_step, msg.row_step, msg.width) == (16, 16 * 9, 9)
+    by_name = {f.name: f for f in msg.fields}
+    assert list(by_name) == ["x", "y", "z", "label"] and by_name["label"].datatype == by_name["label"].UINT16
+    raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(9, 16)
+    xyz = np.stack([raw[:, by_name[n].offset:by_name[n].offset + 4].copy().view("<f4")[:, 0] for n in "xyz"], axis=1)
+    np.testing.assert_array_equal(xyz, pts)
+    off = by_name["label"].offset
+    np.testing.assert_array_equal(raw[:, off:off + 2].copy().view("<u2")[:, 0], labels)

@@ -84,6 +84,26 @@ def boxes_from_detections(msg: Any) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
 
 
+def detection2d_array(msgs: Any, header: Any,
+                      objects: Sequence[Tuple[str, str, Tuple[int, int, int, int], float]]) -> Any:
+    """A vision_msgs/Detection2DArray of (target id, source, (x, y, w, h) pixel box, score) tuples:
+    Detection2D.id = target id, bbox = the box's centre and size, one hypothesis (class_id = the
+    source that started the target, score = predicted IoU). `msgs` is the vision_msgs.msg module
+    (optional dependency, imported by the caller)."""
+    arr = msgs.Detection2DArray(header=header)
+    for target_id, source, (x, y, w, h), score in objects:
+        det = msgs.Detection2D(header=header, id=target_id)
+        c = det.bbox.center
+        pos = getattr(c, "position", c)   # Humble+ (center.position.x) and older (center.x) layouts
+        pos.x, pos.y = x + w / 2.0, y + h / 2.0
+        det.bbox.size_x, det.bbox.size_y = float(w), float(h)
+        hyp = msgs.ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id, hyp.hypothesis.score = source, float(score)
+        det.results = [hyp]
+        arr.detections.append(det)
+    return arr
+
+
 def stamp_key(stamp: Any) -> int:
     """builtin_interfaces/Time -> integer nanoseconds (the embedding cache key)."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
@@ -106,22 +126,30 @@ def camera_info_to_intrinsics(msg: Any) -> CameraIntrinsics:
                                    str(msg.distortion_model))
 
 
-def fill_pointcloud2_msg(msg: Any, points: np.ndarray, header: Any) -> Any:
+def fill_pointcloud2_msg(msg: Any, points: np.ndarray, header: Any, labels: Optional[np.ndarray] = None) -> Any:
     """Fill a sensor_msgs/PointCloud2 with N x 3 float32 points (x, y, z in metres; an unordered
-    cloud: height 1, width N, dense) under header (the depth image's frame and stamp)."""
+    cloud: height 1, width N) under header (the depth image's frame and stamp). With labels (N
+    uint16): a `label` field too (a 16-byte point: x, y, z float32, label uint16, 2 bytes padding)."""
     from sensor_msgs.msg import PointField
 
     pts = np.ascontiguousarray(points, dtype=np.float32).reshape(-1, 3)
+    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate("xyz")]
+    if labels is None:
+        packed, step = pts, 12
+    else:
+        step = 16
+        packed = np.zeros(len(pts), np.dtype({"names": ["xyz", "label"], "formats": [("<f4", 3), "<u2"],
+                                              "offsets": [0, 12], "itemsize": step}))
+        packed["xyz"], packed["label"] = pts, np.asarray(labels, np.uint16).reshape(-1)
+        fields.append(PointField(name="label", offset=12, datatype=PointField.UINT16, count=1))
     msg.header = header
     msg.height, msg.width = 1, int(len(pts))
-    msg.fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-                  for i, n in enumerate("xyz")]
+    msg.fields = fields
     msg.is_bigendian = False
-    msg.point_step = 12
-    msg.row_step = 12 * int(len(pts))
+    msg.point_step = step
+    msg.row_step = step * int(len(pts))
     msg.is_dense = bool(np.isfinite(pts).all())
     data = array.array("B")
-    data.frombytes(pts.reshape(-1).view(np.uint8))
+    data.frombytes(packed.reshape(-1).view(np.uint8))
     msg.data = data
     return msg
-

@@ -163,6 +163,14 @@ class Inbox:
             self._thread.join(timeout)
         self._node.destroy_guard_condition(self._guard)
 
+    def destroy(self) -> None:
+        """stop(), then destroy its subscriptions too (the node lives on: a lifecycle deactivate)."""
+        self.stop()
+        with self._lock:
+            subs, self._subs, self._events = self._subs, [], []
+        for sub in subs:
+            self._node.destroy_subscription(sub)
+
     def _loop(self) -> None:
         context = self._node.context
         wait_set, subs, events = None, [], []
