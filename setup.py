@@ -19,6 +19,7 @@ setup(
         "console_scripts": [
             # ROS 2 commands: one clear sentence when rclpy is missing (sam_ros.tools.entry_points).
             "sam-ros-node=sam_ros.tools.entry_points:node",
+            "sam-ros-lifecycle-node=sam_ros.tools.entry_points:lifecycle_node",
             "sam-ros-synthetic-camera=sam_ros.tools.entry_points:synthetic_camera",
             "sam-ros-demo=sam_ros.tools.entry_points:demo",
             # ROS-free tools.

@@ -25,11 +25,11 @@ def ros_env(domain_id: int) -> Dict[str, str]:
 
 
 class NodeProcess:
-    """`python -m sam_ros.ros.node` in a subprocess, with its log captured."""
+    """`python -m sam_ros.ros.node` (or another node module) in a subprocess, with its log captured."""
 
     def __init__(self, domain_id: int, params: Optional[Dict[str, object]] = None, name: str = "sam_ros",
-                 remaps: Optional[Dict[str, str]] = None) -> None:
-        cmd = [sys.executable, "-m", "sam_ros.ros.node", "--ros-args", "-r", f"__node:={name}"]
+                 remaps: Optional[Dict[str, str]] = None, module: str = "sam_ros.ros.node") -> None:
+        cmd = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
         for k, v in (params or {}).items():
             v = str(v).lower() if isinstance(v, bool) else v
             cmd += ["-p", f"{k}:={v}"]

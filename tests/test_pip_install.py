@@ -16,7 +16,7 @@ import sysconfig
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROS_COMMANDS = ("sam-ros-node", "sam-ros-synthetic-camera", "sam-ros-demo")
+ROS_COMMANDS = ("sam-ros-node", "sam-ros-lifecycle-node", "sam-ros-synthetic-camera", "sam-ros-demo")
 TOOLS = ("sam-ros-train", "sam-ros-evaluate", "sam-ros-data-engine", "sam-ros-view-masks", "sam-ros-console")
 
 

@@ -49,10 +49,16 @@ class DepthOutputs:
         self.objects_failed = 0             # targets with no 3D on a paired frame (holes, too small ...)
         self._intrinsics = None
         self._lock = threading.Lock()
-        node.create_subscription(Image, self.depth_topic, self._on_depth, qos_profile_sensor_data)
-        node.create_subscription(CameraInfo, self.info_topic, self._on_info, qos_profile_sensor_data)
+        self._subs = [node.create_subscription(Image, self.depth_topic, self._on_depth, qos_profile_sensor_data),
+                      node.create_subscription(CameraInfo, self.info_topic, self._on_info, qos_profile_sensor_data)]
         self.pub_objects = node.create_publisher(Object3DArray, "segmentation/objects3d", qos)
         self.pub_points = node.create_publisher(PointCloud2, "segmentation/points", qos)
+
+    def destroy(self) -> None:
+        for sub in self._subs:
+            self.node.destroy_subscription(sub)
+        self.node.destroy_publisher(self.pub_objects)
+        self.node.destroy_publisher(self.pub_points)
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:

@@ -25,5 +25,6 @@ def _needs_rclpy(module: str) -> Callable[[], int]:
 
 
 node = _needs_rclpy("sam_ros.ros.node")
+lifecycle_node = _needs_rclpy("sam_ros.ros.lifecycle_node")
 synthetic_camera = _needs_rclpy("sam_ros.ros.synthetic_camera")
 demo = _needs_rclpy("sam_ros.tools.demo")
