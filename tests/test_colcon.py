@@ -66,7 +66,8 @@ def _in_workspace(ws, env, command: str, **kwargs):
 def test_install_tree_holds_code_messages_launch_and_config(workspace):
     ws, env = workspace
     install = ws / "install" / "sam_ros"  # colcon's default (isolated) layout: a prefix per package
-    for rel in ("lib/sam_ros/sam_node", "lib/sam_ros/sam_lifecycle_node", "lib/sam_ros/sam_demo", "share/sam_ros/package.xml",
+    for rel in ("lib/sam_ros/sam_node", "lib/sam_ros/sam_lifecycle_node", "lib/sam_ros/sam_demo",
+                "share/sam_ros/package.xml",
                 "share/sam_ros/launch/sam_ros.launch.py", "share/sam_ros/config/sam_ros.yaml",
                 "share/sam_ros/config/fastdds_large_data.xml", "share/ament_index/resource_index/packages/sam_ros"):
         assert (install / rel).exists(), rel

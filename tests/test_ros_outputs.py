@@ -8,7 +8,6 @@
 - with `depth_topic`: the targets in 3D from an aligned depth image (procedural RGB-D scenes with
   exact geometry), and every kind of missing or bad depth reported while colour results flow.
 """
-import os
 import time
 
 import numpy as np
@@ -28,20 +27,10 @@ from sam_ros.msg import Object3DArray, PromptArray  # noqa: E402
 from sam_ros.ros.conversions import fill_image_msg, stamp_key  # noqa: E402
 
 from ros_helpers import NodeProcess  # noqa: E402
-from test_ros_node import Client, box_prompt, full_mask  # noqa: E402
+# The node tests' client, prompts, frames and domain (run one module after the other, never together).
+from test_ros_node import DOMAIN, Client, _stream, box_prompt, context, full_mask  # noqa: E402,F401
 
 pytestmark = pytest.mark.ros
-
-DOMAIN = 10 + os.getpid() % 150 + 1
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN)
-    yield ctx
-    rclpy.shutdown(context=ctx)
-
 
 @pytest.fixture(scope="module")
 def node(context):
@@ -62,14 +51,6 @@ def client(context, node):
                   30), node.log
     yield c
     c.close()
-
-
-def _stream(client, seq, start, count, rate=6.0):
-    headers = []
-    for t in range(start, start + count):
-        headers.append(client.publish_image(seq.frame(t).image))
-        client.spin(1.0 / rate)
-    return headers
 
 
 def _start_targets(client, node, seq, ids):
