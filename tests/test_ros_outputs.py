@@ -226,6 +226,13 @@ def test_targets_in_3d_from_aligned_depth(client, node):
     objects3d, clouds = [], []
     n.create_subscription(Object3DArray, "segmentation/objects3d", objects3d.append, 50)
     n.create_subscription(PointCloud2, "segmentation/points", clouds.append, 50)
+    try:
+        from vision_msgs.msg import Detection3DArray
+    except ImportError:   # a vision_msgs without 3D detections: only ours
+        Detection3DArray = None
+    dets3d = []
+    if Detection3DArray is not None:
+        n.create_subscription(Detection3DArray, "segmentation/detections3d", dets3d.append, 50)
     assert client.wait(lambda: depth_pub.get_subscription_count() > 0 and info_pub.get_subscription_count() > 0, 10)
     client.clear_pub.publish(String(data=""))
     # Depth never arrived during the earlier tests: counted, and their colour results flowed.
@@ -296,6 +303,18 @@ def test_targets_in_3d_from_aligned_depth(client, node):
     for tid, i in (("box3d", 0), ("ball3d", 1)):
         pts = xyz[lab == labels[tid]]
         assert len(pts) > 100 and scene.objects[i].contains(pts, tol=0.01).mean() > 0.99, tid
+
+    # The same boxes as standard 3D detections (where vision_msgs has them).
+    if Detection3DArray is not None:
+        assert client.wait(lambda: any(stamp_key(d.header.stamp) == key for d in dets3d), 10)
+        det = next(d for d in dets3d if stamp_key(d.header.stamp) == key)
+        assert det.header.frame_id == "camera_depth_optical_frame"
+        assert sorted(d.id for d in det.detections) == sorted(o.target_id for o in last.objects)
+        for d in det.detections:
+            o = next(o for o in last.objects if o.target_id == d.id)
+            assert d.bbox.center == o.box and d.bbox.size == o.extents
+            assert d.results[0].hypothesis.class_id == "prompt" and 0 < d.results[0].hypothesis.score <= 1.5
+            assert d.results[0].pose.pose.position == o.centroid
 
     # A depth image of another size, then depth that stops arriving: reported, colour flows on.
     h = frame(depth=scene.depth[::2, ::2].copy())

@@ -10,7 +10,9 @@ The maths lives in sam_ros.engine.depth (ROS-free); this wires it to topics:
 - publishes `segmentation/objects3d` (sam_ros/Object3DArray: per target the centroid, an oriented
   box and its extents, in the depth camera's frame with the colour frame's stamp) and
   `segmentation/points` (sensor_msgs/PointCloud2: x, y, z and each point's target label, the same
-  value as in segmentation/labels, decimated to `depth_max_points` per target).
+  value as in segmentation/labels, decimated to `depth_max_points` per target), and where
+  vision_msgs is installed `segmentation/detections3d` (vision_msgs/Detection3DArray: id = target
+  id, bbox = the oriented box, one hypothesis: class_id = what started the target, score = IoU).
 
 Missing or bad depth (never arriving, holes, no CameraInfo, another size) is reported in the
 message's error fields and in diagnostics; colour results keep flowing either way.
@@ -53,12 +55,20 @@ class DepthOutputs:
                       node.create_subscription(CameraInfo, self.info_topic, self._on_info, qos_profile_sensor_data)]
         self.pub_objects = node.create_publisher(Object3DArray, "segmentation/objects3d", qos)
         self.pub_points = node.create_publisher(PointCloud2, "segmentation/points", qos)
+        try:
+            import vision_msgs.msg as vision_msgs  # optional dependency
+            self._vision_msgs = vision_msgs
+            self.pub_detections = node.create_publisher(vision_msgs.Detection3DArray, "segmentation/detections3d", qos)
+        except (ImportError, AttributeError):
+            self._vision_msgs, self.pub_detections = None, None
 
     def destroy(self) -> None:
         for sub in self._subs:
             self.node.destroy_subscription(sub)
         self.node.destroy_publisher(self.pub_objects)
         self.node.destroy_publisher(self.pub_points)
+        if self.pub_detections is not None:
+            self.node.destroy_publisher(self.pub_detections)
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:
@@ -84,8 +94,9 @@ class DepthOutputs:
                 "depth_errors": self.errors, "objects3d_measured": self.objects_measured,
                 "objects3d_failed": self.objects_failed}
 
-    def publish(self, header: Any, size: Tuple[int, int], targets: Sequence[Tuple[str, int, Any]]) -> None:
-        """3D of one colour frame's targets: (target id, label, H x W bool mask or None) each."""
+    def publish(self, header: Any, size: Tuple[int, int], targets: Sequence[Tuple[str, int, Any, str, float]]) -> None:
+        """3D of one colour frame's targets: (target id, label, H x W bool mask or None, source,
+        predicted IoU) each."""
         params = self.node.params
         stamp = conv.stamp_seconds(header.stamp)
         with self._lock:
@@ -111,7 +122,8 @@ class DepthOutputs:
             return
         clouds: List[np.ndarray] = []
         labels: List[np.ndarray] = []
-        for target_id, label, mask in targets:
+        detections = []
+        for target_id, label, mask, source, score in targets:
             if mask is None:
                 continue  # absent on this frame: nothing to measure
             obj = Object3D(target_id=target_id, label=label)
@@ -132,9 +144,23 @@ class DepthOutputs:
                 clouds.append(o3.points)
                 labels.append(np.full(len(o3.points), label, np.uint16))
                 self.objects_measured += 1
+                if self.pub_detections is not None:
+                    detections.append(self._detection3d(out.header, obj, source, score))
             out.objects.append(obj)
         self.pub_objects.publish(out)
+        if self.pub_detections is not None and self.pub_detections.get_subscription_count() > 0:
+            self.pub_detections.publish(self._vision_msgs.Detection3DArray(header=out.header, detections=detections))
         if self.pub_points.get_subscription_count() > 0:
             points = np.concatenate(clouds) if clouds else np.zeros((0, 3), np.float32)
             point_labels = np.concatenate(labels) if labels else np.zeros(0, np.uint16)
             self.pub_points.publish(conv.fill_pointcloud2_msg(PointCloud2(), points, out.header, point_labels))
+
+    def _detection3d(self, header: Any, obj: Object3D, source: str, score: float) -> Any:
+        vm = self._vision_msgs
+        det = vm.Detection3D(header=header, id=obj.target_id)
+        det.bbox.center, det.bbox.size = obj.box, obj.extents
+        hyp = vm.ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id, hyp.hypothesis.score = source, float(score)
+        hyp.pose.pose.position = obj.centroid
+        det.results = [hyp]
+        return det

@@ -357,8 +357,8 @@ class SamCore:
         if self.params.publish_overlay and self.pub_overlay.get_subscription_count() > 0:
             self._publish_overlay(result)
         if self.depth is not None:
-            self.depth.publish(header, result.frame.size,
-                               [(o.target_id, label, o.mask) for o, label in zip(result.objects, labels)])
+            self.depth.publish(header, result.frame.size, [(o.target_id, label, o.mask, o.source, o.iou)
+                                                           for o, label in zip(result.objects, labels)])
         if self.pub_labels.get_subscription_count() > 0:
             image = label_image(result.frame.size, [o.mask for o in result.objects], labels)
             msg = conv.fill_image_msg(Image(), image, "mono16")
