@@ -326,3 +326,14 @@ def test_targets_in_3d_from_aligned_depth(client, node):
     assert client.wait(lambda: client.diag_int("depth_unmatched") > unmatched, 5)
     assert client.diag_int("depth_received") >= 6 and client.diag_int("objects3d_measured") >= 6
     client.clear_pub.publish(String(data=""))
+
+
+@pytest.mark.parametrize("module", ["sam_ros.ros.node", "sam_ros.ros.lifecycle_node"])
+def test_bad_start_up_parameters_stop_the_node_saying_which(module):
+    proc = NodeProcess(DOMAIN, params={"overlay_alpha": "abc", "lost_s": 0.5}, name="sam_bad", module=module)
+    try:
+        assert proc.proc.wait(timeout=60) == 2, proc.log
+        assert proc.wait_for_log("cannot start: bad parameters: overlay_alpha must be a number .got 'abc'.", 5), proc.log
+        assert "Traceback" not in proc.log, proc.log
+    finally:
+        proc.stop()

@@ -69,7 +69,7 @@ class SamLifecycleNode(SamCore, LifecycleNode):
 
 
 def main(args=None) -> int:
-    return run_node(SamLifecycleNode, args)
+    return run_node(SamLifecycleNode, args, startup_errors=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,6 @@ class SamCore:
     Mixed into an rclpy Node (or LifecycleNode)."""
 
     def _setup_parameters(self) -> None:
-        self.params: NodeParams = declare_parameters(self)
         self.predictor = None
         self.session = None
         self.depth = None
@@ -79,6 +78,7 @@ class SamCore:
         self._results_published = 0
         self._auto_request = threading.Event()
         self._auto_thread = None
+        self.params: NodeParams = declare_parameters(self)   # last: ValueError for a bad value given at start
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _load_model(self) -> None:
