@@ -13,12 +13,21 @@ setup(
     packages=find_packages(include=["sam_ros", "sam_ros.*"]),
     package_data={"sam_ros": ["weights/*.safetensors", "weights/*.md", "tools/console/static/*"]},
     python_requires=">=3.10",
-    install_requires=["torch>=2.3", "numpy", "opencv-python-headless", "safetensors", "tqdm"],
+    install_requires=["torch>=2.3", "numpy", "opencv-python-headless", "safetensors", "tqdm", "pillow"],
     extras_require={"bags": ["rosbags"], "onnx": ["onnx", "onnxruntime"], "ray": ["ray==2.60.0"]},
     entry_points={
         "console_scripts": [
-            "sam-ros-node=sam_ros.ros.node:main",
-            "sam-ros-demo=sam_ros.tools.demo:main",
+            # ROS 2 commands: one clear sentence when rclpy is missing (sam_ros.tools.entry_points).
+            "sam-ros-node=sam_ros.tools.entry_points:node",
+            "sam-ros-lifecycle-node=sam_ros.tools.entry_points:lifecycle_node",
+            "sam-ros-synthetic-camera=sam_ros.tools.entry_points:synthetic_camera",
+            "sam-ros-demo=sam_ros.tools.entry_points:demo",
+            # ROS-free tools.
+            "sam-ros-train=sam_ros.tools.train:main",
+            "sam-ros-evaluate=sam_ros.tools.evaluate:main",
+            "sam-ros-data-engine=sam_ros.tools.data_engine:main",
+            "sam-ros-view-masks=sam_ros.tools.view_masks:main",
+            # The operator console: annotate/review are ROS-free; live says itself when rclpy is missing.
             "sam-ros-console=sam_ros.tools.console.__main__:main",
         ]
     },

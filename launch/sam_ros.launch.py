@@ -13,6 +13,9 @@ from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+_PROFILES_VARIABLE = ("FASTRTPS_DEFAULT_PROFILES_FILE" if os.environ.get("ROS_DISTRO") in ("humble", "iron", "jazzy")
+                      else "FASTDDS_DEFAULT_PROFILES_FILE")
+
 
 def generate_launch_description():
     share = get_package_share_directory("sam_ros")
@@ -21,8 +24,8 @@ def generate_launch_description():
         DeclareLaunchArgument("params", default_value=os.path.join(share, "config", "sam_ros.yaml"),
                               description="parameters file"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
-                               os.path.join(share, "config", "fastdds_large_data.xml")),
+        # Fast DDS 3 (Kilted and later) reads FASTDDS_..., Fast DDS 2 (Humble, Jazzy) FASTRTPS_...
+        SetEnvironmentVariable(_PROFILES_VARIABLE, os.path.join(share, "config", "fastdds_large_data.xml")),
         Node(
             package="sam_ros",
             executable="sam_node",

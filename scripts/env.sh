@@ -1,11 +1,21 @@
 # shellcheck shell=bash
-# Create or reuse the project's virtual environment (.venv), install the pinned dependencies and
-# build the ROS 2 interfaces in msg/ into it. Sourced by scripts/demo.sh and scripts/test.sh.
+# Create or reuse the project's virtual environment, install the pinned dependencies and build the
+# ROS 2 interfaces in msg/ into it. Sourced by scripts/demo.sh and scripts/test.sh.
 # Re-running is cheap: each step is skipped while its inputs are unchanged.
-#   SAM_ROS_EXTRAS="requirements-test.txt"   extra requirement files to install
+#   SAM_ROS_ROS_DISTRO=kilted|jazzy            ROS 2 distribution of the PyPI wheels (default kilted)
+#   SAM_ROS_VENV=path                          the venv (default .venv for kilted, .venv-<distro> else)
+#   SAM_ROS_EXTRAS="requirements-test.txt"     extra requirement files to install
+# One venv holds one distribution (their wheels share names): a venv made for another
+# distribution is refused, never converted.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${SAM_ROS_VENV:-$ROOT/.venv}"
+DISTRO="${SAM_ROS_ROS_DISTRO:-kilted}"
+case "$DISTRO" in
+  kilted) default_venv="$ROOT/.venv" ;;
+  jazzy) default_venv="$ROOT/.venv-$DISTRO" ;;
+  *) echo "SAM_ROS_ROS_DISTRO='$DISTRO' is not supported (kilted or jazzy)" >&2; exit 1 ;;
+esac
+VENV="${SAM_ROS_VENV:-$default_venv}"
 PY="$VENV/bin/python"
 
 for tool in python3 cmake gcc g++; do
@@ -19,9 +29,15 @@ if [ ! -x "$PY" ]; then
   echo "[sam_ros] creating virtual environment $VENV"
   python3 -m venv "$VENV"
   "$PY" -m pip install -q --upgrade pip
+  echo "$DISTRO" > "$VENV/.sam_ros_distro"
+fi
+venv_distro="$(cat "$VENV/.sam_ros_distro" 2>/dev/null || echo kilted)"  # venvs from before the option: kilted
+if [ "$venv_distro" != "$DISTRO" ]; then
+  echo "sam_ros: $VENV holds ROS 2 $venv_distro, not $DISTRO; use another SAM_ROS_VENV (or delete it)" >&2
+  exit 1
 fi
 
-reqs=("$ROOT/requirements.txt")
+reqs=("$ROOT/requirements.txt" "$ROOT/requirements-ros-$DISTRO.txt")
 for extra in ${SAM_ROS_EXTRAS:-}; do reqs+=("$ROOT/$extra"); done
 stamp="$VENV/.sam_ros_requirements"
 want="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
@@ -44,7 +60,7 @@ build_interfaces() {  # <package source folder> <name>
     return 0
   fi
   echo "[sam_ros] generating ROS 2 interfaces of $name into $VENV"
-  local build="$ROOT/build-ros/$name"
+  local build="$ROOT/build-ros/$DISTRO/$name"
   rm -rf "$build"
   mkdir -p "$build"
   (
@@ -59,10 +75,16 @@ build_interfaces() {  # <package source folder> <name>
 build_interfaces "$ROOT" sam_ros
 for extra in ${SAM_ROS_EXTRA_INTERFACES:-}; do build_interfaces "$ROOT/$extra" "$(basename "$extra")"; done
 
+export SAM_ROS_ROS_DISTRO="$DISTRO" ROS_DISTRO="$DISTRO"
 export VIRTUAL_ENV="$VENV"
 export PATH="$VENV/bin:$PATH"
 export AMENT_PREFIX_PATH="$VENV"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-# Fast DDS: large camera frames on best-effort QoS need the large-data transport profile.
+# Fast DDS: large camera frames on best-effort QoS need the large-data transport profile. Fast DDS 3
+# (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE; Fast DDS 2 (Jazzy) only FASTRTPS_DEFAULT_PROFILES_FILE,
+# which Fast DDS 3 still honours with a deprecation warning: set it for Jazzy only.
 export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$ROOT/config/fastdds_large_data.xml}"
+if [ "$DISTRO" = jazzy ]; then
+  export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$FASTDDS_DEFAULT_PROFILES_FILE}"
+fi
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"

@@ -3,8 +3,8 @@
 Both packages import torchvision (and MobileSAM timm) at import time, for a handful of helpers
 that the model code never calls in our tests. PyPI's torchvision does not import beside the CPU
 torch we pin, so small test-only stand-ins are registered in ``sys.modules`` first. The stand-ins
-are not what is under test: the resize stand-in uses our own resize (so both sides see the same
-pixels) and NMS uses our box NMS, which has its own tests against a brute-force definition.
+are not what is under test: the resize stand-in calls PIL exactly as torchvision does for
+segment-anything's ResizeLongestSide, and NMS uses our box NMS, which has its own tests against a brute-force definition.
 """
 import importlib
 import sys
@@ -22,7 +22,7 @@ def _install_torchvision_standin() -> None:
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
 
-    from sam_ros.engine import mask_utils, transforms
+    from sam_ros.engine import mask_utils
 
     tv = types.ModuleType("torchvision")
     ops = types.ModuleType("torchvision.ops")
@@ -36,11 +36,17 @@ def _install_torchvision_standin() -> None:
     def batched_nms(b, scores, idxs, iou_threshold):
         return mask_utils.batched_nms(b, scores, idxs, iou_threshold)
 
+    # What torchvision does for ResizeLongestSide.apply_image's call: to_pil_image of an H x W x 3
+    # uint8 array is Image.fromarray (mode RGB); resize of a PIL image to [h, w] with the default
+    # (bilinear) interpolation is img.resize((w, h), BILINEAR). PIL itself, not our code.
+    from PIL import Image
+
     def to_pil_image(image):
-        return np.asarray(image)
+        return Image.fromarray(np.asarray(image))
 
     def resize(image, size):
-        return transforms.resize_image(np.asarray(image), tuple(size))
+        h, w = size
+        return image.resize((w, h), Image.Resampling.BILINEAR)
 
     boxes.box_area, boxes.batched_nms = box_area, batched_nms
     ops.boxes = boxes

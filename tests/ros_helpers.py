@@ -15,7 +15,9 @@ PROFILE = os.path.join(ROOT, "config", "fastdds_large_data.xml")
 def ros_env(domain_id: int) -> Dict[str, str]:
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(domain_id)
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = PROFILE
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = PROFILE       # Fast DDS 3 (Kilted)
+    if "FASTRTPS_DEFAULT_PROFILES_FILE" in env:          # Fast DDS 2 (Jazzy): scripts/env.sh sets it
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = PROFILE
     env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
     env["PYTHONPATH"] = ROOT + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
@@ -23,11 +25,11 @@ def ros_env(domain_id: int) -> Dict[str, str]:
 
 
 class NodeProcess:
-    """`python -m sam_ros.ros.node` in a subprocess, with its log captured."""
+    """`python -m sam_ros.ros.node` (or another node module) in a subprocess, with its log captured."""
 
     def __init__(self, domain_id: int, params: Optional[Dict[str, object]] = None, name: str = "sam_ros",
-                 remaps: Optional[Dict[str, str]] = None) -> None:
-        cmd = [sys.executable, "-m", "sam_ros.ros.node", "--ros-args", "-r", f"__node:={name}"]
+                 remaps: Optional[Dict[str, str]] = None, module: str = "sam_ros.ros.node") -> None:
+        cmd = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
         for k, v in (params or {}).items():
             v = str(v).lower() if isinstance(v, bool) else v
             cmd += ["-p", f"{k}:={v}"]

@@ -10,6 +10,8 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from sam_ros.msg import Prompt  # noqa: E402
 from sam_ros.ros import conversions as conv  # noqa: E402
 
+pytestmark = pytest.mark.ros  # rclpy's message classes: run on every ROS distribution CI tests
+
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (37, 53, 3), dtype=np.uint8)
 
@@ -160,3 +162,67 @@ def test_mask_crop_is_the_tight_box():
     big[15, 12] = True
     view = big[10:58, 5:69]
     assert not view.flags.c_contiguous and conv.mask_crop(view) == (7, 5, 1, 1)
+
+
+@pytest.mark.parametrize("pad", [0, 6])
+def test_depth_images_to_meters(pad):
+    mm = np.array([[0, 1000, 1234], [65535, 500, 0]], np.uint16)
+    for big in (False, True):
+        m = conv.depth_msg_to_meters(_msg(mm.astype(">u2" if big else "<u2"), "16UC1", pad, bigendian=big))
+        np.testing.assert_allclose(m, [[np.nan, 1.0, 1.234], [65.535, 0.5, np.nan]], rtol=1e-6)
+    metres = np.array([[0.0, 1.5, np.nan], [np.inf, 0.25, 2.0]], np.float32)
+    m = conv.depth_msg_to_meters(_msg(metres, "32FC1", pad))
+    assert m.dtype == np.float32 and np.isnan(m[0, 0]) and np.isnan(m[0, 2]) and np.isnan(m[1, 0])
+    assert (m[0, 1], m[1, 1], m[1, 2]) == (1.5, 0.25, 2.0)
+    with pytest.raises(conv.ConversionError, match="unsupported depth encoding 'rgb8'"):
+        conv.depth_msg_to_meters(_msg(RGB, "rgb8"))
+    short = _msg(metres, "32FC1")
+    short.data = short.data[:10]
+    with pytest.raises(conv.ConversionError, match="image data has 10 bytes"):
+        conv.depth_msg_to_meters(short)
+
+
+def test_camera_info_and_point_cloud():
+    from sensor_msgs.msg import CameraInfo, PointCloud2
+    from std_msgs.msg import Header
+    from sam_ros.engine.depth import DepthError
+
+    info = CameraInfo(width=640, height=480, distortion_model="plumb_bob",
+                      k=[615.0, 0.0, 321.5, 0.0, 616.0, 238.0, 0.0, 0.0, 1.0], d=[0.1, -0.2, 0.0, 0.0, 0.05])
+    intr = conv.camera_info_to_intrinsics(info)
+    assert (intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height) == (615.0, 616.0, 321.5, 238.0, 640, 480)
+    assert intr.distorted and intr.distortion == (0.1, -0.2, 0.0, 0.0, 0.05)
+    with pytest.raises(DepthError, match="not calibrated"):
+        conv.camera_info_to_intrinsics(CameraInfo(width=640, height=480))
+
+    pts = RNG.normal(0, 1, (57, 3)).astype(np.float32)
+    header = Header(frame_id="camera_color_optical_frame")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    msg = conv.fill_pointcloud2_msg(PointCloud2(), pts, header)
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (1, 57, 12, 57 * 12)
+    assert [f.name for f in msg.fields] == ["x", "y", "z"] and msg.is_dense
+    assert msg.header.frame_id == "camera_color_optical_frame" and msg.header.stamp.nanosec == 345
+    # Read back as any PointCloud2 consumer does: fields by offset and datatype.
+    assert all(f.datatype == f.FLOAT32 and f.count == 1 for f in msg.fields)
+    raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.width, msg.point_step)
+    back = np.stack([raw[:, f.offset:f.offset + 4].copy().view("<f4")[:, 0] for f in msg.fields], axis=1)
+    np.testing.assert_array_equal(back, pts)
+    empty = conv.fill_pointcloud2_msg(PointCloud2(), np.zeros((0, 3), np.float32), header)
+    assert empty.width == 0 and len(empty.data) == 0
+
+
+def test_point_cloud_with_target_labels():
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import Header
+
+    pts = RNG.normal(0, 1, (9, 3)).astype(np.float32)
+    labels = np.array([1, 1, 2, 2, 2, 7, 7, 65535, 3], np.uint16)
+    msg = conv.fill_pointcloud2_msg(PointCloud2(), pts, Header(frame_id="depth"), labels)
+    assert (msg.point_step, msg.row_step, msg.width) == (16, 16 * 9, 9)
+    by_name = {f.name: f for f in msg.fields}
+    assert list(by_name) == ["x", "y", "z", "label"] and by_name["label"].datatype == by_name["label"].UINT16
+    raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(9, 16)
+    xyz = np.stack([raw[:, by_name[n].offset:by_name[n].offset + 4].copy().view("<f4")[:, 0] for n in "xyz"], axis=1)
+    np.testing.assert_array_equal(xyz, pts)
+    off = by_name["label"].offset
+    np.testing.assert_array_equal(raw[:, off:off + 2].copy().view("<u2")[:, 0], labels)

@@ -102,3 +102,48 @@ def test_inbox_takes_its_topics_on_its_own_thread_beside_the_executor():
     assert all(name != "sam_test_inbox" for name, _ in executor_msgs)
     assert not thread_alive
     assert incompatible and incompatible[0] == "sam_test_inbox"
+
+
+def test_inbox_runs_on_this_rclpy_and_falls_back_to_the_executor_cleanly(capfd):
+    """The wait-set internals the thread drives exist in the installed rclpy (Kilted and Jazzy are
+    both run by CI); with mode="executor" (what a rclpy without them gets) the same subscriptions
+    are served by the executor, callbacks guarded the same way, and the log says which path."""
+    from sam_ros.ros.inbox import EXECUTOR, missing_internals
+    assert missing_internals() is None
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN + 1)
+    node = rclpy.create_node("inbox_fallback_test", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    got, threads, errors = [], set(), []
+
+    def on_msg(msg):
+        threads.add(threading.current_thread().name)
+        if msg.data == "boom":
+            raise ValueError("a callback that fails")
+        got.append(int(msg.data))
+
+    inbox = Inbox(node, "fallback_inbox", on_error=errors.append, mode=EXECUTOR)
+    sub = inbox.create_subscription(String, "to_inbox", on_msg, QOS)
+    assert inbox.mode == EXECUTOR and ex.can_execute(sub)
+    node.create_subscription(String, "to_executor", lambda m: None, QOS)  # the publisher waits for both
+    inbox.start()
+    pub = subprocess.Popen([sys.executable, "-c", PUBLISHER], env=ros_env(DOMAIN + 1))
+    try:
+        end = time.monotonic() + 30
+        while len(got) < 59 and time.monotonic() < end:
+            ex.spin_once(timeout_sec=0.05)
+        assert pub.wait(timeout=30) == 0
+    finally:
+        if pub.poll() is None:
+            pub.kill()
+        inbox.stop()
+        ex.remove_node(node)
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    assert got == [i for i in range(60) if i != 10]
+    assert threads == {threading.current_thread().name}  # the executor's (spun here)
+    assert len(errors) == 1 and "a callback that fails" in errors[0] and "to_inbox" in errors[0]
+    assert "fallback_inbox: subscriptions served by the executor" in capfd.readouterr().err
+    with pytest.raises(ValueError, match="inbox mode"):
+        Inbox(node, mode="threads")

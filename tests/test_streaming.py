@@ -147,3 +147,28 @@ def test_embedding_cache_is_bounded_and_keyed():
     assert cache.latest().key == 9
     with pytest.raises(ValueError):
         EmbeddingCache(0)
+
+
+def test_session_settings_change_while_running(setup):
+    """StreamingSession.update_config (the node's runtime parameters): bounds held by the parts
+    follow, tracking settings reach the tracker, unknown and restart-only names change nothing."""
+    from sam_ros.engine.session import SessionConfig, StreamingSession
+
+    predictor = setup[0]
+    seq = SceneSequence(8, height=120, width=160)
+    session = StreamingSession(predictor, SessionConfig(cache_size=3))
+    for t in range(3):
+        session.step(seq.frame(t).image, stamp=t / 10, encode=True)
+    assert len(session.cache) == 3
+    session.update_config(cache_size=1, max_pending_prompts=5, max_pause_s=0.01,
+                          tracking={"occluded_s": 0.3, "lost_s": 2.0})
+    session.step(seq.frame(3).image, stamp=0.3, encode=True)
+    assert len(session.cache) == 1   # shrunk on the next insertion
+    assert session.prompts.max_pending == 5 and session.preempt.max_pause_s == 0.01
+    assert (session.tracker.config.occluded_s, session.tracker.config.lost_s) == (0.3, 2.0)
+    for bad in ({"prompt_priority": False}, {"no_such_setting": 1}):
+        with pytest.raises(ValueError, match="cannot change"):
+            session.update_config(max_targets=2, **bad)
+    with pytest.raises(ValueError, match="tracking.min_iuo"):
+        session.update_config(tracking={"min_iuo": 0.1})
+    assert session.config.max_targets == SessionConfig().max_targets   # nothing applied

@@ -48,10 +48,22 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     enc = (msg.encoding or "").lower()
     if enc not in _RAW_ENCODINGS:
         raise ConversionError(f"unsupported image encoding {msg.encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    h, w = int(msg.height), int(msg.width)
     if h <= 0 or w <= 0:
         raise ConversionError(f"empty image ({w}x{h})")
     channels, dtype, code = _RAW_ENCODINGS[enc]
+    pixels = _pixels(msg, enc, channels, dtype)
+    if dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    if code is None:
+        return np.ascontiguousarray(pixels)
+    return cv2.cvtColor(np.ascontiguousarray(pixels), code)
+
+
+def _pixels(msg: Any, enc: str, channels: int, dtype: Any) -> np.ndarray:
+    """The H x W (x C) pixels of a raw image message as dtype in native byte order (a view when
+    possible), honouring step (row padding) and is_bigendian; checks sizes."""
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
     row_bytes = w * channels * np.dtype(dtype).itemsize
     if step < row_bytes:
         raise ConversionError(f"step {step} is smaller than width x bytes per pixel = {row_bytes} ({enc}, {w}x{h})")
@@ -59,15 +71,30 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     if data.size < step * (h - 1) + row_bytes:
         raise ConversionError(f"image data has {data.size} bytes, {enc} {w}x{h} with step {step} needs {step * h}")
     rows = np.lib.stride_tricks.as_strided(data, shape=(h, row_bytes), strides=(step, 1))
-    pixels = rows.view(dtype) if dtype != np.uint8 else rows
-    if dtype == np.uint16:
-        big = bool(msg.is_bigendian)
-        pixels = pixels.view(">u2" if big else "<u2").astype(np.uint16)
-        pixels = (pixels >> 8).astype(np.uint8)
-    pixels = pixels.reshape(h, w, channels) if channels > 1 else pixels.reshape(h, w)
-    if code is None:
-        return np.ascontiguousarray(pixels)
-    return cv2.cvtColor(np.ascontiguousarray(pixels), code)
+    if dtype == np.uint8:
+        pixels = rows
+    else:
+        order = ">" if bool(msg.is_bigendian) else "<"
+        pixels = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(order)).astype(dtype, copy=False)
+    return pixels.reshape(h, w, channels) if channels > 1 else pixels.reshape(h, w)
+
+
+DEPTH_ENCODINGS = {"16uc1": np.uint16, "mono16": np.uint16, "32fc1": np.float32}
+
+
+def depth_msg_to_meters(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image with depth (16UC1 / mono16 millimetres, 32FC1 metres) -> H x W float32
+    metres, NaN where there is no depth (0, NaN, inf)."""
+    from .depth import depth_to_meters  # one definition of the units and holes
+
+    enc = (msg.encoding or "").lower()
+    if enc not in DEPTH_ENCODINGS:
+        raise ConversionError(f"unsupported depth encoding {msg.encoding!r} (16UC1 millimetres or 32FC1 metres)")
+    h, w = int(msg.height), int(msg.width)
+    if h <= 0 or w <= 0:
+        raise ConversionError(f"empty depth image ({w}x{h})")
+    pixels = _pixels(msg, enc, 1, DEPTH_ENCODINGS[enc])
+    return depth_to_meters(pixels, "32FC1" if enc == "32fc1" else "16UC1")
 
 
 def compressed_msg_to_rgb(msg: Any) -> np.ndarray:

@@ -220,3 +220,14 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> Tup
         if not fill:  # every island is small: keep the largest
             fill = [int(np.argmax(sizes)) + 1]
     return np.isin(regions, fill), True
+
+
+def label_image(size: Tuple[int, int], masks: List[np.ndarray], labels: List[int]) -> np.ndarray:
+    """An instance-label image: H x W uint16, 0 = background, masks[i] (H x W bool) painted with
+    labels[i]; where masks overlap, the later one wins."""
+    out = np.zeros(size, np.uint16)
+    for mask, label in zip(masks, labels):
+        if mask is not None and label:
+            out[mask] = label
+    return out
+

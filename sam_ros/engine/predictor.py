@@ -118,6 +118,9 @@ class SamPredictor:
         image_encoder: optional replacement for ``model.image_encoder`` (a compiled or exported
             backend); called with a 1 x 3 x S x S normalised, padded tensor.
         stability_offset: logit offset of the stability score.
+        resize: how images are resized to the model's input, one of ``transforms.RESIZE_METHODS``;
+            "auto" (default): "reference" (segment-anything's PIL bilinear, pixel for pixel) for
+            a model of an official architecture (ViT-B/L/H, MobileSAM), "opencv" otherwise.
     """
 
     def __init__(
@@ -128,7 +131,11 @@ class SamPredictor:
         decoder_dtype: DTypeLike = None,
         image_encoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         stability_offset: float = 1.0,
+        resize: str = "auto",
     ) -> None:
+        if resize not in ("auto",) + transforms.RESIZE_METHODS:
+            raise ValueError(f"resize must be auto or one of {', '.join(transforms.RESIZE_METHODS)}, not {resize!r}")
+        self.resize = transforms.default_resize_method(getattr(model, "config", None)) if resize == "auto" else resize
         self.device = torch.device(device)
         self.encoder_dtype = resolve_dtype(encoder_dtype)
         self.decoder_dtype = resolve_dtype(decoder_dtype) if decoder_dtype is not None else self.encoder_dtype
@@ -166,12 +173,16 @@ class SamPredictor:
             image = image[..., ::-1]
         if self.device.type == "cuda":
             # The frame goes to the GPU once, as uint8 through pinned memory without blocking,
-            # and is resized / normalised / padded there.
+            # and is resized / normalised / padded there; the reference resize (PIL's filter)
+            # runs on the CPU first, and the GPU resize is then a no-op.
+            original_size = image.shape[:2]
+            if self.resize == "reference":
+                image = transforms.resize_longest_side(image, self.img_size, "reference")
             with self._encoder_stream_ctx():
                 frame = torch.from_numpy(np.ascontiguousarray(image)).pin_memory().to(self.device, non_blocking=True)
                 tensor = transforms.resize_longest_side_torch(frame, self.img_size)
-            return self.encode_torch(tensor, image.shape[:2])
-        resized = transforms.resize_longest_side(image, self.img_size)
+            return self.encode_torch(tensor, original_size)
+        resized = transforms.resize_longest_side(image, self.img_size, self.resize)
         tensor = transforms.image_to_tensor(resized, self.device)
         return self.encode_torch(tensor, image.shape[:2])
 

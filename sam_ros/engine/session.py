@@ -21,7 +21,7 @@ target gets exactly one result per received frame, in order, from the newest dec
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -191,6 +191,33 @@ class StreamingSession:
     def targets(self) -> List[Target]:
         with self._lock:
             return list(self._targets.values())
+
+    # ---- runtime settings (added for the node's runtime parameters, issue 15) --------------------
+    # Fixed at construction (they choose the thread layout): prompt_priority.
+    RESTART_ONLY = ("prompt_priority",)
+
+    def update_config(self, tracking: Optional[Dict[str, Any]] = None, **changes: Any) -> None:
+        """Change SessionConfig fields (by name) and TrackingConfig fields (`tracking={name: value}`)
+        while running; they apply from the next frame / prompt on. Bounds held by the parts (the
+        embedding cache, the prompt queues, the encoder's prompt pauses) follow; a smaller cache
+        or queue sheds its oldest entries on its next insertion. Raises ValueError for an unknown
+        or restart-only name (nothing is changed then)."""
+        tracking = dict(tracking or {})
+        names = {f.name for f in fields(SessionConfig)} - {"tracking"}
+        bad = [n for n in changes if n not in names or n in self.RESTART_ONLY]
+        bad += [f"tracking.{n}" for n in tracking if n not in {f.name for f in fields(TrackingConfig)}]
+        if bad:
+            raise ValueError(f"cannot change {', '.join(bad)} on a running session")
+        with self._lock:
+            for name, value in changes.items():
+                setattr(self.config, name, value)
+            for cfg in {id(c): c for c in (self.config.tracking, getattr(self.tracker, "config", None))
+                        if c is not None}.values():
+                for name, value in tracking.items():
+                    setattr(cfg, name, value)
+            self.cache.capacity = self.config.cache_size
+            self.prompts.max_pending = self.config.max_pending_prompts
+            self.preempt.max_pause_s = self.config.max_pause_s
 
     # ==== plain-Python driving ===================================================================
     def step(self, image: np.ndarray, stamp: Optional[float] = None, key: Optional[int] = None,

@@ -4,7 +4,7 @@ Pure functions (no model state): resize the longest side to the model's input si
 coordinates into that frame, and bring low-resolution mask logits back to the original image.
 """
 from functools import lru_cache
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -19,17 +19,47 @@ def get_preprocess_shape(old_h: int, old_w: int, long_side: int) -> Tuple[int, i
     return max(1, int(old_h * scale + 0.5)), max(1, int(old_w * scale + 0.5))
 
 
-def resize_image(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Resize an H x W x C uint8 image to size (h, w): bilinear when enlarging, area when shrinking."""
+# Resize methods for the model's input. "reference" is what Meta's segment-anything does
+# (ResizeLongestSide.apply_image: torchvision's to_pil_image, then resize with PIL's bilinear
+# filter, which widens its support when shrinking), pixel for pixel; official checkpoints were
+# trained and evaluated on it. "opencv" (bilinear up, area down) is faster and what our embedded
+# model was trained with. SamPredictor picks by model (see default_resize_method).
+RESIZE_METHODS = ("opencv", "reference")
+OFFICIAL_VARIANTS = ("vit_b", "vit_l", "vit_h", "vit_t")
+
+
+def resize_image(image: np.ndarray, size: Tuple[int, int], method: str = "opencv") -> np.ndarray:
+    """Resize an H x W x C uint8 image to size (h, w) with one of RESIZE_METHODS."""
     h, w = size
     if (h, w) == image.shape[:2]:
         return image
+    if method == "reference":
+        return _resize_pil_bilinear(image, (h, w))
+    if method != "opencv":
+        raise ValueError(f"resize method must be one of {', '.join(RESIZE_METHODS)}, not {method!r}")
     shrinking = h * w < image.shape[0] * image.shape[1]
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:
-    return resize_image(image, get_preprocess_shape(image.shape[0], image.shape[1], long_side))
+def _resize_pil_bilinear(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """PIL's bilinear resize of an H x W x 3 (or H x W) uint8 image to size (h, w)."""
+    from PIL import Image  # imported on first use: only official checkpoints need it
+
+    h, w = size
+    return np.array(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.Resampling.BILINEAR))
+
+
+def default_resize_method(config: Optional[object]) -> str:
+    """"reference" for a model of an official architecture (SAM ViT-B/L/H, MobileSAM's TinyViT at
+    1024 px), "opencv" for anything else (our embedded model, custom sizes)."""
+    from ..model.build import MODEL_CONFIGS  # engine -> model: the registry of named sizes
+
+    official = any(config == MODEL_CONFIGS[name] for name in OFFICIAL_VARIANTS)
+    return "reference" if official else "opencv"
+
+
+def resize_longest_side(image: np.ndarray, long_side: int, method: str = "opencv") -> np.ndarray:
+    return resize_image(image, get_preprocess_shape(image.shape[0], image.shape[1], long_side), method)
 
 
 def resize_longest_side_torch(image: torch.Tensor, long_side: int) -> torch.Tensor:

@@ -9,8 +9,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..engine.depth import CameraIntrinsics
 from ..engine.image_io import (SUPPORTED_ENCODINGS, ConversionError, compressed_msg_to_rgb,  # noqa: F401
-                               image_msg_to_rgb, to_rgb)
+                               depth_msg_to_meters, image_msg_to_rgb, to_rgb)
 from ..engine.prompts import Prompt
 
 
@@ -83,6 +84,26 @@ def boxes_from_detections(msg: Any) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
 
 
+def detection2d_array(msgs: Any, header: Any,
+                      objects: Sequence[Tuple[str, str, Tuple[int, int, int, int], float]]) -> Any:
+    """A vision_msgs/Detection2DArray of (target id, source, (x, y, w, h) pixel box, score) tuples:
+    Detection2D.id = target id, bbox = the box's centre and size, one hypothesis (class_id = the
+    source that started the target, score = predicted IoU). `msgs` is the vision_msgs.msg module
+    (optional dependency, imported by the caller)."""
+    arr = msgs.Detection2DArray(header=header)
+    for target_id, source, (x, y, w, h), score in objects:
+        det = msgs.Detection2D(header=header, id=target_id)
+        c = det.bbox.center
+        pos = getattr(c, "position", c)   # Humble+ (center.position.x) and older (center.x) layouts
+        pos.x, pos.y = x + w / 2.0, y + h / 2.0
+        det.bbox.size_x, det.bbox.size_y = float(w), float(h)
+        hyp = msgs.ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id, hyp.hypothesis.score = source, float(score)
+        det.results = [hyp]
+        arr.detections.append(det)
+    return arr
+
+
 def stamp_key(stamp: Any) -> int:
     """builtin_interfaces/Time -> integer nanoseconds (the embedding cache key)."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
@@ -97,3 +118,38 @@ def mask_crop(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
     """Tight (x, y, w, h) of a bool (or 0/1 uint8) H x W mask, or None when empty."""
     x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
     return None if w == 0 else (int(x), int(y), int(w), int(h))
+
+
+def camera_info_to_intrinsics(msg: Any) -> CameraIntrinsics:
+    """sensor_msgs/CameraInfo -> engine intrinsics (K, size, D); DepthError if uncalibrated."""
+    return CameraIntrinsics.from_k(list(msg.k), int(msg.width), int(msg.height), list(msg.d),
+                                   str(msg.distortion_model))
+
+
+def fill_pointcloud2_msg(msg: Any, points: np.ndarray, header: Any, labels: Optional[np.ndarray] = None) -> Any:
+    """Fill a sensor_msgs/PointCloud2 with N x 3 float32 points (x, y, z in metres; an unordered
+    cloud: height 1, width N) under header (the depth image's frame and stamp). With labels (N
+    uint16): a `label` field too (a 16-byte point: x, y, z float32, label uint16, 2 bytes padding)."""
+    from sensor_msgs.msg import PointField
+
+    pts = np.ascontiguousarray(points, dtype=np.float32).reshape(-1, 3)
+    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate("xyz")]
+    if labels is None:
+        packed, step = pts, 12
+    else:
+        step = 16
+        packed = np.zeros(len(pts), np.dtype({"names": ["xyz", "label"], "formats": [("<f4", 3), "<u2"],
+                                              "offsets": [0, 12], "itemsize": step}))
+        packed["xyz"], packed["label"] = pts, np.asarray(labels, np.uint16).reshape(-1)
+        fields.append(PointField(name="label", offset=12, datatype=PointField.UINT16, count=1))
+    msg.header = header
+    msg.height, msg.width = 1, int(len(pts))
+    msg.fields = fields
+    msg.is_bigendian = False
+    msg.point_step = step
+    msg.row_step = step * int(len(pts))
+    msg.is_dense = bool(np.isfinite(pts).all())
+    data = array.array("B")
+    data.frombytes(packed.reshape(-1).view(np.uint8))
+    msg.data = data
+    return msg

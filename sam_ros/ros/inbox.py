@@ -10,34 +10,99 @@ a dozen entities, 1.4 ms with the same subscription waited on directly (benchmar
 node) but in a callback group the executor never waits on, and one thread waits on exactly those
 subscriptions, takes every queued message and calls the callback. Callbacks run on that thread,
 one at a time, so they must be as short as executor callbacks (store and return).
+
+The thread drives rclpy internals (``rclpy.impl`` WaitSet, subscription handles, the QoS event
+handlers' wait-set methods), present in rclpy 7.1 (Jazzy) and 9.1 (Kilted). Where one is missing
+(another rclpy), or the wait set fails with an API error at run time, the inbox falls back
+cleanly: the executor serves the same subscriptions (mutually exclusive, callbacks guarded the
+same way). ``start`` logs which path is in use; ``SAM_ROS_INBOX=executor`` forces the fallback.
 """
+import os
 import threading
 import time
 from typing import Any, Callable, List, Optional
 
-from rclpy.callback_groups import CallbackGroup
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import EventHandler
 from rclpy.node import Node
 
+try:
+    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+except ImportError:  # another rclpy layout: the executor path only
+    _rclpy = None
 
-class _NotByExecutor(CallbackGroup):
-    """A callback group whose entities no executor waits on or runs."""
+THREAD, EXECUTOR = "thread", "executor"
+
+
+def missing_internals() -> Optional[str]:
+    """The first rclpy internal the inbox thread needs that this rclpy lacks, or None."""
+    if _rclpy is None:
+        return "rclpy.impl.implementation_singleton.rclpy_implementation"
+    needed = [
+        (_rclpy, "WaitSet"), (getattr(_rclpy, "WaitSet", None), "clear_entities"),
+        (getattr(_rclpy, "WaitSet", None), "add_subscription"),
+        (getattr(_rclpy, "WaitSet", None), "add_guard_condition"),
+        (getattr(_rclpy, "WaitSet", None), "wait"), (getattr(_rclpy, "WaitSet", None), "get_ready_entities"),
+        (getattr(_rclpy, "Subscription", None), "take_message"), (getattr(_rclpy, "Subscription", None), "pointer"),
+        (EventHandler, "get_num_entities"), (EventHandler, "add_to_wait_set"), (EventHandler, "is_ready"),
+        (EventHandler, "take_data"), (EventHandler, "execute"),
+    ]
+    for owner, attr in needed:
+        if owner is None or not hasattr(owner, attr):
+            return f"{getattr(owner, '__name__', 'rclpy internals')}.{attr}"
+    return None
+
+
+def _rclpy_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("ros-rclpy")
+    except Exception:  # a ROS install without pip metadata
+        return "(version unknown)"
+
+
+class _InboxGroup(MutuallyExclusiveCallbackGroup):
+    """A callback group that no executor waits on or runs, until :meth:`hand_to_executor`: then
+    an ordinary mutually exclusive group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_executor = False
+
+    def hand_to_executor(self) -> None:
+        self.by_executor = True
 
     def can_execute(self, entity: Any) -> bool:
-        return False
+        return self.by_executor and super().can_execute(entity)
 
     def beginning_execution(self, entity: Any) -> bool:
-        return False
+        return self.by_executor and super().beginning_execution(entity)
 
     def ending_execution(self, entity: Any) -> None:
-        pass
+        if self.by_executor:
+            super().ending_execution(entity)
 
 
 class Inbox:
+    """mode: "auto" (the thread where this rclpy has the internals, else the executor), "thread"
+    or "executor"; default from the environment variable SAM_ROS_INBOX, else "auto"."""
+
     def __init__(self, node: Node, name: str = "inbox",
-                 on_error: Optional[Callable[[str], None]] = None) -> None:
+                 on_error: Optional[Callable[[str], None]] = None, mode: Optional[str] = None) -> None:
         self._node = node
-        self._group = _NotByExecutor()
+        self._name = name
+        mode = mode or os.environ.get("SAM_ROS_INBOX", "auto")
+        if mode not in ("auto", THREAD, EXECUTOR):
+            raise ValueError(f"inbox mode must be auto, {THREAD} or {EXECUTOR}, not {mode!r}")
+        missing = missing_internals()
+        if mode == THREAD and missing:
+            raise RuntimeError(f"inbox mode 'thread' needs {missing}, which rclpy {_rclpy_version()} lacks")
+        self.mode = EXECUTOR if mode == EXECUTOR or missing else THREAD
+        self._why = ("SAM_ROS_INBOX/mode asked for it" if mode == EXECUTOR else
+                     f"rclpy {_rclpy_version()} lacks {missing}" if missing else "")
+        self._group = _InboxGroup()
+        if self.mode == EXECUTOR:
+            self._group.hand_to_executor()
         self._subs: List[Any] = []
         self._events: List[Any] = []  # QoS event handlers (rclpy Waitables) of those subscriptions
         self._lock = threading.Lock()
@@ -54,7 +119,15 @@ class Inbox:
         and the subscription's QoS event handlers too (e.g. the warning about a publisher with
         incompatible QoS). Left to the executor, those handlers woke it on every message of the
         subscription (measured: +3 ms per click from the executor's Python competing for the GIL)."""
-        sub = self._node.create_subscription(msg_type, topic, callback, qos, callback_group=self._group, **kwargs)
+        sub = None
+
+        def guarded(msg: Any) -> None:  # a callback must not end the thread (nor the executor's spin)
+            try:
+                callback(msg)
+            except Exception as e:
+                self._on_error(f"callback for {sub.topic_name if sub else topic} failed: {type(e).__name__}: {e}")
+
+        sub = self._node.create_subscription(msg_type, topic, guarded, qos, callback_group=self._group, **kwargs)
         with self._lock:
             self._subs.append(sub)
             self._events.extend(getattr(sub, "event_handlers", ()))
@@ -62,8 +135,25 @@ class Inbox:
         return sub
 
     def start(self) -> None:
+        """Starts taking messages, and logs which path serves them."""
+        logger = self._node.get_logger()
+        if self.mode == EXECUTOR:
+            logger.info(f"{self._name}: subscriptions served by the executor ({self._why})")
+            return
+        logger.info(f"{self._name}: subscriptions taken on thread {self._thread.name} "
+                    f"(rclpy {_rclpy_version()} wait-set internals)")
         self._running = True
         self._thread.start()
+
+    def _fall_back(self, error: Exception) -> None:
+        """Hands the subscriptions to the executor for good (called on the inbox thread)."""
+        self.mode, self._why = EXECUTOR, f"the wait set failed: {type(error).__name__}: {error}"
+        self._running = False
+        self._group.hand_to_executor()
+        self._node.get_logger().warning(f"{self._name}: subscriptions now served by the executor ({self._why})")
+        executor = self._node.executor
+        if executor is not None:
+            executor.wake()  # it rebuilds its wait set with them
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stops the thread (call before the node is destroyed)."""
@@ -73,16 +163,24 @@ class Inbox:
             self._thread.join(timeout)
         self._node.destroy_guard_condition(self._guard)
 
+    def destroy(self) -> None:
+        """stop(), then destroy its subscriptions too (the node lives on: a lifecycle deactivate)."""
+        self.stop()
+        with self._lock:
+            subs, self._subs, self._events = self._subs, [], []
+        for sub in subs:
+            self._node.destroy_subscription(sub)
+
     def _loop(self) -> None:
         context = self._node.context
         wait_set, subs, events = None, [], []
         while self._running and context.ok():
-            with self._lock:
-                if wait_set is None or len(self._subs) != len(subs):
-                    subs, events = list(self._subs), list(self._events)
-                    n_events = sum(h.get_num_entities().num_events for h in events)
-                    wait_set = _rclpy.WaitSet(len(subs), 1, 0, 0, 0, n_events, context.handle)
             try:
+                with self._lock:
+                    if wait_set is None or len(self._subs) != len(subs):
+                        subs, events = list(self._subs), list(self._events)
+                        n_events = sum(h.get_num_entities().num_events for h in events)
+                        wait_set = _rclpy.WaitSet(len(subs), 1, 0, 0, 0, n_events, context.handle)
                 wait_set.clear_entities()
                 for sub in subs:
                     wait_set.add_subscription(sub.handle)
@@ -92,6 +190,10 @@ class Inbox:
                 wait_set.wait(200_000_000)  # ns: the running flag is checked at least 5 times a second
                 ready = wait_set.get_ready_entities("subscription")
                 ready_events = [h for h in events if h.is_ready(wait_set)]
+            except (AttributeError, TypeError) as e:  # this rclpy's internals differ: the executor takes over
+                if self._running and context.ok():
+                    self._fall_back(e)
+                return
             except Exception as e:
                 if not (self._running and context.ok()):
                     return  # shutting down
@@ -131,7 +233,4 @@ class Inbox:
                 return
             if taken is None:
                 return
-            try:
-                sub.callback(taken[0])
-            except Exception as e:  # a callback must not end the thread
-                self._on_error(f"callback for {sub.topic_name} failed: {type(e).__name__}: {e}")
+            sub.callback(taken[0])  # guarded: see create_subscription

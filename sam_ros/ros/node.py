@@ -10,15 +10,18 @@ the executor. Automatic masks run on request or at a rate, each run in a short-l
 
 Run: python -m sam_ros.ros.node --ros-args --params-file config/sam_ros.yaml -r image:=/camera/image_raw
 """
+import dataclasses
+import gc
 import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
@@ -26,6 +29,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from ..engine.automatic import AutomaticMaskGenerator
+from ..engine.mask_utils import label_image
 from ..engine.factory import create_predictor
 from ..engine.predictor import MaskPrediction
 from ..engine.prompt_queue import PromptRequest
@@ -37,19 +41,47 @@ from ..model.checkpoint import CheckpointError
 from ..msg import MaskCandidate, ObjectMask, Prompt as PromptMsg, PromptArray, SegmentationResult
 from . import conversions as conv
 from .inbox import Inbox
-from .params import NodeParams, declare_parameters
+from .depth_outputs import DepthOutputs
+from .params import NodeParams, check_values, declare_parameters
 from .spin import run_node
 
 # Prompts: reliable, with a deep reader history so a burst is taken in (and bounded by the
 # session's queues, which drop and count the excess) rather than held back by DDS flow control.
 RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1000)
 RESULTS_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=20)
+# Per-frame images and arrays beside the results: reliable (matches reliable and best-effort
+# readers), a short history (a slow reader loses old frames, it never holds the node back).
+FRAMES_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
 
 
-class SamNode(Node):
-    def __init__(self, node_name: str = "sam_ros", **kwargs) -> None:
-        super().__init__(node_name, **kwargs)
-        self.params: NodeParams = declare_parameters(self)
+class SamCore:
+    """The node's work in the steps a managed (lifecycle) node takes one at a time: declare the
+    parameters (construction), load the model (configure), open the inputs and outputs and start
+    the session (activate), close them (deactivate), free the model (cleanup). SamNode runs the
+    first three at construction; sam_ros.ros.lifecycle_node.SamLifecycleNode on transitions.
+    Mixed into an rclpy Node (or LifecycleNode)."""
+
+    def _setup_parameters(self) -> None:
+        self.predictor = None
+        self.session = None
+        self.depth = None
+        self._auto_generator = None
+        self._running = False
+        self._entities: List[Tuple[Callable[[Any], Any], Any]] = []   # (destroy function, entity) of _open
+        self._last_error = ""
+        self._click_count = 0
+        self._last_click_target = ""
+        self._fps_window: Deque[Tuple[float, int, int]] = deque(maxlen=30)
+        self._colors: Dict[str, int] = {}
+        self._labels: Dict[str, int] = {}     # target id -> its value in segmentation/labels
+        self._next_label = 1
+        self._results_published = 0
+        self._auto_request = threading.Event()
+        self._auto_thread = None
+        self.params: NodeParams = declare_parameters(self)   # last: ValueError for a bad value given at start
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _load_model(self) -> None:
         p = self.params
         t0 = time.perf_counter()
         self.predictor = in_own_thread(create_predictor, p.checkpoint, p.model_variant, p.device, p.encoder_dtype,
@@ -61,21 +93,38 @@ class SamNode(Node):
         self.get_logger().info(
             f"model {getattr(model, 'config', None) and model.img_size}px input on {p.device} "
             f"({p.backend}, encoder {p.encoder_dtype}) loaded in {time.perf_counter() - t0:.1f} s")
+        self._auto_generator = self._make_auto_generator(p)
+
+    def _free_model(self) -> None:
+        self.predictor, self._auto_generator = None, None
+        gc.collect()
+        self.get_logger().info("model freed")
+
+    def _keep(self, destroy: Callable[[Any], Any], entity: Any) -> Any:
+        self._entities.append((destroy, entity))
+        return entity
+
+    def _open(self) -> None:
+        p = self.params
         self.session = StreamingSession(self.predictor, SessionConfig(
             cache_size=p.cache_size, max_targets=p.max_targets, max_pending_prompts=p.max_pending_prompts,
             prompt_wait_s=p.prompt_wait_s, max_queued_frames=p.max_queued_frames,
             prompt_priority=p.prompt_priority, max_pause_s=p.prompt_priority_max_pause_s,
             tracking=TrackingConfig(occluded_s=p.occluded_s, lost_s=p.lost_s)), on_error=self._report)
-        self._last_error = ""
-        self._click_count = 0
-        self._last_click_target = ""
-        self._fps_window: Deque[Tuple[float, int, int]] = deque(maxlen=30)
-        self._colors: Dict[str, int] = {}
-        self._results_published = 0
-
-        self.pub_results = self.create_publisher(SegmentationResult, "segmentation", RESULTS_QOS)
-        self.pub_overlay = self.create_publisher(Image, "segmentation/overlay", qos_profile_sensor_data)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        pub = lambda *a: self._keep(self.destroy_publisher, self.create_publisher(*a))  # noqa: E731
+        sub = lambda *a: self._keep(self.destroy_subscription, self.create_subscription(*a))  # noqa: E731
+        self.pub_results = pub(SegmentationResult, "segmentation", RESULTS_QOS)
+        self.pub_overlay = pub(Image, "segmentation/overlay", qos_profile_sensor_data)
+        self.pub_diag = pub(DiagnosticArray, "/diagnostics", 10)
+        # Standard outputs beside ours: an instance-label image, and the targets as detections.
+        self.pub_labels = pub(Image, "segmentation/labels", FRAMES_QOS)
+        try:
+            import vision_msgs.msg as vision_msgs  # optional dependency
+        except ImportError:
+            self._vision_msgs, self.pub_detections = None, None
+        else:
+            self._vision_msgs = vision_msgs
+            self.pub_detections = pub(vision_msgs.Detection2DArray, "segmentation/detections", FRAMES_QOS)
 
         image_qos = qos_profile_sensor_data if p.image_qos == "sensor_data" else RELIABLE
         if p.image_qos not in ("sensor_data", "reliable"):
@@ -83,9 +132,9 @@ class SamNode(Node):
             image_qos = qos_profile_sensor_data
         image_topic = self.resolve_topic_name(p.image_topic)
         if p.image_transport == "compressed":
-            self.create_subscription(CompressedImage, image_topic + "/compressed", self._on_image, image_qos)
+            sub(CompressedImage, image_topic + "/compressed", self._on_image, image_qos)
         else:
-            self.create_subscription(Image, image_topic, self._on_image, image_qos)
+            sub(Image, image_topic, self._on_image, image_qos)
         # Prompt inputs skip the executor: a thread of their own takes them (sam_ros.ros.inbox).
         self.inbox = Inbox(self, "prompt_inbox", on_error=lambda m: self._report("prompts", m))
         self.inbox.create_subscription(PromptMsg, "prompt", self._on_prompt, RELIABLE)
@@ -94,22 +143,45 @@ class SamNode(Node):
         self.inbox.create_subscription(Point, click_topic, lambda m: self._on_click(m, 1), RELIABLE)
         if p.bg_click_topic:
             self.inbox.create_subscription(Point, p.bg_click_topic, lambda m: self._on_click(m, 0), RELIABLE)
-        self.create_subscription(String, "clear_targets", self._on_clear_topic, RELIABLE)
-        self.create_service(Trigger, "~/clear_targets", self._on_clear_service)
-        self.create_service(Trigger, "~/segment_everything", self._on_segment_everything)
-        self._auto_request = threading.Event()
-        self._auto_generator = AutomaticMaskGenerator(
-            self.predictor, points_per_side=p.auto_points_per_side, pred_iou_thresh=p.auto_pred_iou_thresh,
-            stability_score_thresh=p.auto_stability_thresh, min_mask_region_area=p.auto_min_region_area)
+        sub(String, "clear_targets", self._on_clear_topic, RELIABLE)
+        self._keep(self.destroy_service, self.create_service(Trigger, "~/clear_targets", self._on_clear_service))
+        self._keep(self.destroy_service, self.create_service(Trigger, "~/segment_everything",
+                                                             self._on_segment_everything))
         self._subscribe_detections(p.detections_topic)
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        self.depth = (DepthOutputs(self, p.depth_topic, p.depth_info_topic, FRAMES_QOS, self._report)
+                      if p.depth_topic else None)
+        self._keep(self.destroy_timer, self.create_timer(p.diagnostics_period_s, self._publish_diagnostics))
 
         self._running = True
         self.session.start(self._publish)
+        self._auto_request.clear()
         self._auto_thread = threading.Thread(target=self._auto_loop, name="sam_auto", daemon=True)
         self._auto_thread.start()
         self.inbox.start()
-        self.get_logger().info(f"listening on {image_topic} ({p.image_transport}, {p.image_qos}); clicks on {click_topic}")
+        depth = f"; depth on {self.depth.depth_topic} ({self.depth.info_topic})" if self.depth else ""
+        self.get_logger().info(f"listening on {image_topic} ({p.image_transport}, {p.image_qos}); "
+                               f"clicks on {click_topic}{depth}")
+
+    def _close(self) -> None:
+        """Stops the threads and destroys what _open made (also after a part-way _open)."""
+        self._running = False
+        if getattr(self, "inbox", None) is not None:
+            self.inbox.destroy()
+            self.inbox = None
+        if self.session is not None:
+            self.session.stop()
+        self._auto_request.set()
+        if self._auto_thread is not None and self._auto_thread.is_alive():
+            self._auto_thread.join(timeout=5)
+        self._auto_thread = None
+        if self.depth is not None:
+            self.depth.destroy()
+            self.depth = None
+        for destroy, entity in reversed(self._entities):
+            destroy(entity)
+        self._entities = []
+        self.session = None
+
 
     # ---- inputs (executor or inbox thread: convert, hand over, return) --------------------------
     def _on_image(self, msg) -> None:
@@ -191,17 +263,54 @@ class SamNode(Node):
         response.message = "automatic masks of the latest frame will be published on segmentation"
         return response
 
+    # ---- runtime parameters (ros2 param set; the standard parameter services) ---------------
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Validate all, then apply all (or none): thresholds, multimask, overlay, automatic masks,
+        queue bounds and tracking settings take effect on the next frame / prompt; the model, topics
+        and thread layout are rejected with the reason (they need a restart)."""
+        # Before the model is loaded (a lifecycle node not yet configured) every parameter may change.
+        values, why = check_values({prm.name: prm.value for prm in parameters}, self.params,
+                                   at_start=self.predictor is None)
+        if why:
+            self.get_logger().warning(f"parameter change rejected: {why}")
+            return SetParametersResult(successful=False, reason=why)
+        if not values:
+            return SetParametersResult(successful=True)
+        old, p = self.params, dataclasses.replace(self.params, **values)
+        self.params = p
+        if self.session is not None:
+            self.session.update_config(
+                cache_size=p.cache_size, max_targets=p.max_targets, max_pending_prompts=p.max_pending_prompts,
+                prompt_wait_s=p.prompt_wait_s, max_queued_frames=p.max_queued_frames,
+                max_pause_s=p.prompt_priority_max_pause_s, tracking={"occluded_s": p.occluded_s, "lost_s": p.lost_s})
+        if self.predictor is None:
+            return SetParametersResult(successful=True)   # taken at configure
+        self.predictor.stability_offset = p.stability_offset
+        if any(getattr(old, n) != getattr(p, n) for n in ("auto_points_per_side", "auto_pred_iou_thresh",
+                                                           "auto_stability_thresh", "auto_min_region_area",
+                                                           "stability_offset")):
+            self._auto_generator = self._make_auto_generator(p)
+        self.get_logger().info("parameters set: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+        return SetParametersResult(successful=True)
+
+    def _make_auto_generator(self, p: NodeParams) -> AutomaticMaskGenerator:
+        return AutomaticMaskGenerator(
+            self.predictor, points_per_side=p.auto_points_per_side, pred_iou_thresh=p.auto_pred_iou_thresh,
+            stability_score_thresh=p.auto_stability_thresh, stability_score_offset=p.stability_offset,
+            min_mask_region_area=p.auto_min_region_area)
+
     # ---- automatic masks thread ---------------------------------------------------------------
     def _auto_loop(self) -> None:
-        rate = self.params.auto_masks_rate
-        period = 1.0 / rate if rate > 0 else None
         last_key = None
+        last_run = time.monotonic()
         while self._running:
-            triggered = self._auto_request.wait(timeout=period if period else 0.2)
+            triggered = self._auto_request.wait(timeout=0.1)   # the rate is a runtime parameter: re-read
             if not self._running:
                 break
-            if not triggered and period is None:
+            rate = self.params.auto_masks_rate
+            if not triggered and (rate <= 0 or time.monotonic() - last_run < 1.0 / rate):
                 continue
+            last_run = time.monotonic()
             self._auto_request.clear()
             frame = self.session.cache.latest()
             if frame is None or (not triggered and frame.key == last_key):
@@ -238,16 +347,50 @@ class SamNode(Node):
         if not self._running:
             return
         header = result.meta if result.meta is not None else result.frame.meta
+        labels = self._target_labels(result.objects) if result.kind == "targets" else None
         res = self._result_msg(header, result.frame.size, result.objects, result.encoded, result.encoder_ms,
-                               result.decoder_ms, result.track_ms, result.received_at)
+                               result.decoder_ms, result.track_ms, result.received_at, labels)
         self.pub_results.publish(res)
         self._results_published += 1
-        if result.kind == "targets" and self.params.publish_overlay and self.pub_overlay.get_subscription_count() > 0:
+        if result.kind != "targets":
+            return
+        if self.params.publish_overlay and self.pub_overlay.get_subscription_count() > 0:
             self._publish_overlay(result)
+        if self.depth is not None:
+            self.depth.publish(header, result.frame.size, [(o.target_id, label, o.mask, o.source, o.iou)
+                                                           for o, label in zip(result.objects, labels)])
+        if self.pub_labels.get_subscription_count() > 0:
+            image = label_image(result.frame.size, [o.mask for o in result.objects], labels)
+            msg = conv.fill_image_msg(Image(), image, "mono16")
+            msg.header = header
+            self.pub_labels.publish(msg)
+        if self.pub_detections is not None and self.pub_detections.get_subscription_count() > 0:
+            dets = [(o.target_id, o.source, (ob.bbox.x_offset, ob.bbox.y_offset, ob.bbox.width, ob.bbox.height), o.iou)
+                    for o, ob in zip(result.objects, res.objects) if o.mask is not None and ob.area > 0]
+            self.pub_detections.publish(conv.detection2d_array(self._vision_msgs, header, dets))
+
+    def _target_labels(self, objects: List[ObjectResult]) -> List[int]:
+        """Each target's value in segmentation/labels: given at its first result, kept for its
+        life, freed when it ends (1..65535, wrapping round past values still in use)."""
+        out = []
+        for o in objects:
+            label = self._labels.get(o.target_id)
+            if label is None:
+                while self._next_label in self._labels.values():
+                    self._next_label = self._next_label % 65535 + 1
+                label = self._labels[o.target_id] = self._next_label
+                self._next_label = self._next_label % 65535 + 1
+            if o.state == "ended":
+                del self._labels[o.target_id]
+            out.append(label)
+        return out
 
     def _result_msg(self, header, size, objects: List[ObjectResult], encoded: bool, enc_ms: float, dec_ms: float,
-                    track_ms: float, received_at: float) -> SegmentationResult:
-        res = SegmentationResult(header=header, objects=[self._object_msg(o) for o in objects], encoded=encoded,
+                    track_ms: float, received_at: float, labels: Optional[List[int]] = None) -> SegmentationResult:
+        msgs = [self._object_msg(o) for o in objects]
+        for m, label in zip(msgs, labels or ()):
+            m.label = label
+        res = SegmentationResult(header=header, objects=msgs, encoded=encoded,
                                  encoder_ms=float(enc_ms), decoder_ms=float(dec_ms), tracking_ms=float(track_ms))
         res.height, res.width = size
         res.latency_ms = float((time.monotonic() - received_at) * 1000)
@@ -330,23 +473,26 @@ class SamNode(Node):
             "cached_frames": len(self.session.cache), "pending_prompt_requests": len(q),
             "last_error": self._last_error,
         }
+        if self.depth is not None:
+            values.update(self.depth.stats())
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray(status=[status])
         arr.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(arr)
 
+
+
+class SamNode(SamCore, Node):
+    """The node: parameters, model, inputs and outputs, all at construction."""
+
+    def __init__(self, node_name: str = "sam_ros", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self._setup_parameters()
+        self._load_model()
+        self._open()
+
     def destroy_node(self) -> None:
-        self._running = False
-        if hasattr(self, "inbox"):
-            self.inbox.stop()
-        # The constructor may have failed part-way (e.g. a bad checkpoint): stop what exists.
-        if hasattr(self, "session"):
-            self.session.stop()
-        if hasattr(self, "_auto_request"):
-            self._auto_request.set()
-        thread = getattr(self, "_auto_thread", None)
-        if thread is not None and thread.is_alive():
-            thread.join(timeout=5)
+        self._close()   # the constructor may have failed part-way (e.g. a bad checkpoint): stops what exists
         super().destroy_node()
 
 

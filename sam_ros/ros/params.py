@@ -1,6 +1,8 @@
-"""The node's parameters: each declared with a default and a description, read into one object."""
+"""The node's parameters: each declared with a default and a description, read into one object;
+which of them change at run time (`ros2 param set`) and the values each accepts."""
+import math
 from dataclasses import dataclass, fields
-from typing import Any, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 from rcl_interfaces.msg import ParameterDescriptor
 
@@ -23,6 +25,8 @@ class NodeParams:
     bg_click_topic: str = ""
     click_mode: str = "target"
     detections_topic: str = "detections"
+    depth_topic: str = ""
+    depth_info_topic: str = ""
     # behaviour
     cache_size: int = 4
     max_pending_prompts: int = 256
@@ -43,6 +47,10 @@ class NodeParams:
     auto_stability_thresh: float = 0.95
     auto_min_region_area: int = 0
     auto_region: Tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
+    # 3D from aligned depth
+    depth_slop_s: float = 0.02
+    depth_erode_px: int = 2
+    depth_max_points: int = 2000
     # outputs
     publish_overlay: bool = True
     overlay_alpha: float = 0.5
@@ -67,6 +75,13 @@ DESCRIPTIONS = {
     "bg_click_topic": "geometry_msgs/Point background clicks refining the last click target. Empty: disabled.",
     "click_mode": "target: each click starts a tracked target (click_<n>); oneshot: segment the latest frame once.",
     "detections_topic": "vision_msgs/Detection2DArray boxes (used only where vision_msgs is installed).",
+    "depth_topic": "aligned depth image (sensor_msgs/Image 16UC1 mm or 32FC1 m, registered to the colour camera, "
+                   "e.g. /camera/aligned_depth_to_color/image_raw); empty: no 3D outputs.",
+    "depth_info_topic": "the depth image's sensor_msgs/CameraInfo; empty: camera_info beside depth_topic.",
+    "depth_slop_s": "a colour frame gets the depth image nearest in stamp within this (seconds); frames without "
+                    "one are counted and get no 3D.",
+    "depth_erode_px": "masks are eroded by this many pixels before depth is sampled (object edges).",
+    "depth_max_points": "segmentation/points: at most this many points per target (evenly decimated; 0 = all).",
     "cache_size": "number of recent frames whose embeddings are kept for prompts (bounded memory).",
     "max_pending_prompts": "prompt queue bound; older prompts are dropped (and counted) beyond it.",
     "prompt_wait_s": "a prompt not served within this (its frame still being encoded, or a flood ahead of it) "
@@ -97,12 +112,103 @@ DESCRIPTIONS = {
 }
 
 
+# Read once at start (the model, the topics and QoS, the thread layout, timers): a change at run
+# time is rejected with the reason; set them in the parameters file and restart the node.
+RESTART_ONLY = frozenset({
+    "checkpoint", "model_variant", "device", "encoder_dtype", "decoder_dtype", "backend", "backend_cache_dir",
+    "image_topic", "image_transport", "image_qos", "click_topic", "bg_click_topic", "detections_topic",
+    "depth_topic", "depth_info_topic",
+    "prompt_priority", "diagnostics_period_s",
+})
+
+
+def _number(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi
+        return "" if ok else f"must be a finite number {'>' if lo_open else '>='} {lo:g}" + \
+            (f" and <= {hi:g}" if hi < math.inf else "")
+    return check
+
+
+def _region(v: Any) -> str:
+    if len(v) != 4 or not all(math.isfinite(x) for x in v):
+        return "must be 4 finite numbers [x0, y0, x1, y1]"
+    if any(v) and not (v[2] > v[0] >= 0 and v[3] > v[1] >= 0):
+        return "must be all zeros (whole frame) or a box with 0 <= x0 < x1 and 0 <= y0 < y1"
+    return ""
+
+
+# What each runtime-changeable parameter accepts (rclpy itself rejects a value of another type).
+RUNTIME_CHECKS: Dict[str, Callable[[Any], str]] = {
+    "click_mode": lambda v: "" if v in ("target", "oneshot") else "must be target or oneshot",
+    "cache_size": _number(1), "max_pending_prompts": _number(1), "max_targets": _number(1),
+    "max_queued_frames": _number(1), "prompt_wait_s": _number(0, lo_open=True),
+    "prompt_priority_max_pause_s": _number(0), "stability_offset": _number(0, lo_open=True),
+    "multimask": lambda v: "", "publish_overlay": lambda v: "",
+    "occluded_s": _number(0, lo_open=True), "lost_s": _number(0, lo_open=True),
+    "auto_masks_rate": _number(0), "auto_points_per_side": _number(1, 128),
+    "auto_pred_iou_thresh": _number(0, 1), "auto_stability_thresh": _number(0, 1),
+    "auto_min_region_area": _number(0), "auto_region": _region, "overlay_alpha": _number(0, 1),
+    "depth_slop_s": _number(0), "depth_erode_px": _number(0, 50), "depth_max_points": _number(0),
+}
+assert set(RUNTIME_CHECKS) | RESTART_ONLY == {f.name for f in fields(NodeParams)}
+
+
+def _typed(default: Any, value: Any) -> Tuple[Any, str]:
+    """value as the parameter's type (that of its default; an integer passes for a float), or why not.
+    The parameters are declared with dynamic typing so that a wrong type is rejected here, in words."""
+    kind = type(default)
+    if kind is tuple:
+        if isinstance(value, str) or not hasattr(value, "__len__") or \
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return None, "must be a list of numbers"
+        return tuple(float(v) for v in value), ""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value), ""
+    if type(value) is not kind:
+        return None, "must be " + {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "a string")
+    return value, ""
+
+
+def check_values(values: Dict[str, Any], current: NodeParams, at_start: bool = False) -> Tuple[Dict[str, Any], str]:
+    """New parameter values (name -> value) as the node takes them, and why they cannot be taken
+    ("" when they can). At run time a restart-only parameter is refused; at start every one is
+    checked (types and ranges)."""
+    errors, out = [], {}
+    for name, value in values.items():
+        if name not in _DEFAULTS:
+            continue  # not ours (e.g. use_sim_time)
+        if name in RESTART_ONLY and not at_start:
+            errors.append(f"{name} is read at start only: set it in the parameters file and restart the node")
+            continue
+        typed, why = _typed(_DEFAULTS[name], value)
+        if not why and name in RUNTIME_CHECKS:
+            why = RUNTIME_CHECKS[name](typed)
+        if why:
+            shown = typed if typed is not None else (value.tolist() if hasattr(value, "tolist") else value)
+            errors.append(f"{name} {why} (got {shown!r})")
+        else:
+            out[name] = typed
+    merged = {f.name: out.get(f.name, getattr(current, f.name)) for f in fields(NodeParams)}
+    if not errors and merged["lost_s"] <= merged["occluded_s"]:
+        errors.append(f"lost_s ({merged['lost_s']:g}) must be greater than occluded_s ({merged['occluded_s']:g})")
+    return out, "; ".join(errors)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(NodeParams)}
+
+
 def declare_parameters(node: Any) -> NodeParams:
-    """Declare every parameter on the node and return their current values."""
+    """Declare every parameter on the node and return their current values. ValueError when a
+    value given at start has the wrong type or is out of its range (the checks of run time)."""
     values = {}
     for f in fields(NodeParams):
-        desc = ParameterDescriptor(description=DESCRIPTIONS[f.name])
+        desc = ParameterDescriptor(description=DESCRIPTIONS[f.name] + ("" if f.name in RUNTIME_CHECKS else
+                                                                       " (restart to change)"),
+                                   dynamic_typing=True)
         default = list(f.default) if isinstance(f.default, tuple) else f.default
-        value = node.declare_parameter(f.name, default, desc).value
-        values[f.name] = tuple(value) if isinstance(default, list) else value
-    return NodeParams(**values)
+        values[f.name] = node.declare_parameter(f.name, default, desc).value
+    typed, why = check_values(values, NodeParams(), at_start=True)
+    if why:
+        raise ValueError(f"bad parameters: {why}")
+    return NodeParams(**typed)

@@ -48,6 +48,12 @@ def main(argv=None) -> int:
     stop_ros = None
     if a.mode == "live":
         from .live import LiveSession
+        try:
+            import rclpy  # noqa: F401  (live mode is the one console mode that needs ROS 2)
+        except ImportError as e:
+            print(f"console live needs ROS 2's rclpy, which this Python cannot import ({e}): source a ROS 2 "
+                  "setup.bash or use the venv of scripts/env.sh.", file=sys.stderr)
+            return 2
         from .live_ros import start
 
         session = LiveSession()
