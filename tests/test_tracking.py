@@ -9,7 +9,7 @@ from sam_ros.data.tracking_scenes import TrackingSequence
 from sam_ros.engine.factory import create_predictor
 from sam_ros.engine.prompts import InputError, Prompt
 from sam_ros.engine.session import SessionConfig, StreamingSession
-from sam_ros.engine.tracking.flow import FlowFrame, estimate_motion, sample_points, warp_mask
+from sam_ros.engine.tracking.flow import AnchoredPoints, FlowFrame, sample_points, warp_mask
 from sam_ros.engine.tracking.target import TargetState
 
 
@@ -43,9 +43,12 @@ def test_flow_recovers_a_known_similarity_motion(shift, angle, scale):
     x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
     pts = sample_points(mask, (x, y, bw, bh), img0)
     assert len(pts) >= 16
-    motion = estimate_motion(f0, f1, pts)
+    motion = AnchoredPoints(pts, img0).advance(f0, f1)
     assert motion.matrix is not None and motion.reliability > 0.5
-    np.testing.assert_allclose(motion.matrix, m, atol=0.6 if angle == 0 and scale == 1 else 1.5)
+    # Where the transform takes the object's centre and its rim (1 px: sub-pixel flow, LK's accuracy).
+    probe = np.array([[150, 120], [195, 120], [150, 75], [105, 120]], np.float64)
+    np.testing.assert_allclose(probe @ motion.matrix[:, :2].T + motion.matrix[:, 2], probe @ m[:, :2].T + m[:, 2],
+                               atol=1.0)
     assert _iou(warp_mask(mask, (x, y, bw, bh), motion.matrix), moved_mask) > 0.95
 
 
@@ -56,8 +59,39 @@ def test_flow_reports_unreliable_motion_when_the_object_vanishes():
     cv2.rectangle(mask.view(np.uint8), (100, 80), (180, 160), 1, -1)
     img0 = np.where(mask, obj, bg).astype(np.uint8)
     pts = sample_points(mask, cv2.boundingRect(mask.view(np.uint8)), img0)
-    motion = estimate_motion(FlowFrame(0, img0), FlowFrame(1, _textured(seed=9)), pts)
+    motion = AnchoredPoints(pts, img0).advance(FlowFrame(0, img0), FlowFrame(1, _textured(seed=9)))
     assert motion.reliability < 0.2
+
+
+def test_flat_object_is_followed_by_its_outline_over_many_frames():
+    """An untextured polygon (only its outline has structure: Lucas-Kanade slides along edges)
+    on a smooth background, moving 2.5 px a frame under sensor noise: the anchored fit keeps
+    the propagated mask on it for 30 frames (frame-to-frame re-sampling drifted off it)."""
+    rng = np.random.default_rng(5)
+    bg = cv2.GaussianBlur(_textured(seed=6), (0, 0), 12.0)
+    h, w = bg.shape
+    poly = np.array([[-40, -30], [35, -38], [45, 10], [0, 42], [-38, 25]], np.float64)
+    start = np.array([110.0, 110.0])
+    velocity = np.array([2.5, 1.0])
+
+    def render(t):
+        mask = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(mask, [np.round(poly + start + t * velocity).astype(np.int32)], 1)
+        img = np.where(mask.astype(bool), 200, bg).astype(np.float64) + rng.normal(0, 3, (h, w))
+        return np.clip(img, 0, 255).astype(np.uint8), mask.astype(bool)
+
+    img, mask0 = render(0)
+    bbox = cv2.boundingRect(mask0.view(np.uint8))
+    track = AnchoredPoints(sample_points(mask0, bbox, img), img)
+    prev, m = FlowFrame(0, img), np.eye(2, 3)
+    for t in range(1, 31):
+        img, truth = render(t)
+        cur = FlowFrame(t, img)
+        motion = track.advance(prev, cur, m)
+        assert motion.matrix is not None, f"frame {t}: the points were lost"
+        m, prev = motion.matrix, cur
+    assert _iou(warp_mask(mask0, bbox, m), truth) > 0.9
+    np.testing.assert_allclose(m[:, 2], 30 * velocity, atol=2.0)
 
 
 @pytest.fixture(scope="module")

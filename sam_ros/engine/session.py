@@ -279,7 +279,7 @@ class StreamingSession:
                 if t.image_size != frame.size:
                     # Resolution changed: the target restarts from its prompt on the next encode.
                     t.image_size = frame.size
-                    t.mask, t.points, t.bbox = None, np.zeros((0, 2), np.float32), (0, 0, 0, 0)
+                    t.mask, t.track, t.anchor_mask, t.bbox = None, None, None, (0, 0, 0, 0)
                     if t.state.present:
                         t.state = TargetState.OCCLUDED
                         t.absent_since = frame.stamp

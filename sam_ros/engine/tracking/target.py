@@ -7,7 +7,7 @@ import numpy as np
 
 from ..prompts import Prompt
 from .appearance import Appearance
-from .flow import FlowFrame
+from .flow import AnchoredPoints, FlowFrame
 
 
 class TargetState(str, enum.Enum):
@@ -46,7 +46,11 @@ class Target:
     iou: float = 0.0                    # predicted IoU of the last decode
     stability: float = 0.0
     propagated: bool = False            # the current mask came from optical flow
-    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))  # flow points on frame `key`
+    track: Optional[AnchoredPoints] = None   # flow points, from the anchor frame to frame `key`
+    anchor_mask: Optional[np.ndarray] = None   # the mask the propagation starts from (last decode)
+    anchor_bbox: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    anchor_box: Optional[np.ndarray] = None
+    matrix: np.ndarray = field(default_factory=lambda: np.eye(2, 3))   # anchor frame -> frame `key`
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))               # px / frame of the centre
     center: np.ndarray = field(default_factory=lambda: np.zeros(2))                 # last known / predicted
     size: np.ndarray = field(default_factory=lambda: np.zeros(2))                   # w, h of the last good box
@@ -58,6 +62,11 @@ class Target:
     image_size: Tuple[int, int] = (0, 0)
     prompt_size: Optional[Tuple[int, int]] = None   # (H, W) of the frame the prompt was given on
     flow: Optional[FlowFrame] = None    # the frame `points` are on
+
+    @property
+    def points(self) -> np.ndarray:
+        """P x 2 flow points on frame `key`."""
+        return self.track.current if self.track is not None else np.zeros((0, 2), np.float32)
 
     @property
     def area(self) -> int:

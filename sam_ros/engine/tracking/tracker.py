@@ -20,7 +20,7 @@ from ..mask_utils import farthest_from_boundary
 from ..predictor import ImageEmbedding, MaskPrediction
 from ..prompts import Prompt
 from . import appearance as app
-from .flow import FlowFrame, estimate_motion, sample_points, warp_mask
+from .flow import AnchoredPoints, FlowFrame, sample_points, warp_mask
 from .target import Target, TargetState
 
 
@@ -28,8 +28,11 @@ from .target import Target, TargetState
 class TrackingConfig:
     """Tracking settings (seconds are source time: the frames' stamps)."""
     box_margin: float = 0.0          # re-segmentation box: the target's box grown by this share per side
-    box_size_step: float = 0.1       # a decode changes the box's width and height by at most this share
+    box_size_step: float = 0.05      # a decode changes the box's width and height by at most this share
+    box_centre_gain: float = 0.5     # share of the decoded mask's offset the box's centre follows
+    box_size_gain: float = 0.2       # share of the decoded mask's size change the box follows
     clip_margin: float = 0.1         # a re-segmented mask is cut to its prompt box grown by this share
+    band: float = 0.08               # ... and to the propagated mask grown by this share of its size
     min_flow_reliability: float = 0.2   # share of flow points moving consistently to trust the flow
     min_iou: float = 0.4             # predicted IoU needed to accept a decoded mask
     min_area_ratio: float = 0.15     # decoded area / reference area to accept (partial occlusion)
@@ -43,6 +46,7 @@ class TrackingConfig:
     occluded_s: float = 1.0          # occluded for longer than this: lost
     lost_s: float = 10.0             # absent for longer than this: ended
     max_flow_points: int = 48
+    min_point_survival: float = 0.5   # re-sample the flow points when fewer than this share remain
     max_candidates: int = 3          # re-acquisition candidates per absent target and encoded frame
     velocity_decay: float = 0.9      # extrapolated motion of an absent target slows down per frame
 
@@ -88,8 +92,10 @@ class PromptTracker(Tracker):
             self._go_absent(target, stamp)
 
     def _anchor(self, target: Target, mask: np.ndarray, pred: MaskPrediction, chosen: int, flow: FlowFrame,
-                stamp: float, rate: float, rgb: np.ndarray, embedding: Optional[ImageEmbedding]) -> None:
-        """Accept a decoded mask as the target's state on this frame."""
+                stamp: float, rate: float, rgb: np.ndarray, embedding: Optional[ImageEmbedding],
+                found: bool = False) -> None:
+        """Accept a decoded mask as the target's state on this frame (`found`: after a search,
+        so the box starts again from this mask)."""
         bbox = _bbox(mask)
         target.mask, target.bbox = mask, bbox
         target.key, target.stamp = flow.key, stamp
@@ -101,11 +107,11 @@ class PromptTracker(Tracker):
         target.stability = float(pred.stability_scores[chosen])
         target.decodes += 1
         if bbox[2] > 0:
-            target.box = self._next_box(target.box if rate < 1.0 else None, bbox)
+            target.box = self._next_box(target.box if rate < 1.0 and not found else None, bbox)
             c = np.array([bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2])
             target.center = c
             target.size = np.array(bbox[2:], np.float64)
-            target.points = sample_points(mask, bbox, flow.gray, self.config.max_flow_points)
+            self._set_anchor(target, mask, bbox, flow)
             area = float(np.count_nonzero(mask))
             # The appearance model follows a fully visible target only (a partial view would
             # shrink the reference area and skew the colours).
@@ -114,19 +120,28 @@ class PromptTracker(Tracker):
                 feature = app.pooled_feature(embedding, mask) if embedding is not None else None
                 target.appearance.update(feature, app.colour_histogram(rgb, mask, bbox), area, rate)
 
+    def _set_anchor(self, target: Target, mask: np.ndarray, bbox: Tuple[int, int, int, int], flow: FlowFrame) -> None:
+        """Propagation starts again from `mask` on frame `flow`."""
+        target.anchor_mask, target.anchor_bbox = mask, bbox
+        target.anchor_box = None if target.box is None else target.box.copy()
+        target.track = AnchoredPoints(sample_points(mask, bbox, flow.gray, self.config.max_flow_points))
+        target.matrix = np.eye(2, 3)
+
     def _next_box(self, box: Optional[np.ndarray], bbox: Tuple[int, int, int, int]) -> np.ndarray:
-        """The target's box after a decode: centred on the decoded mask, but its size changes by
-        at most `box_size_step` (a mask that bled into a neighbour cannot inflate the box, nor
-        can one cut by an occluder shrink it at once)."""
+        """The target's box after a decode. The flow moves and scales the box between decodes;
+        a decode corrects it part of the way towards the decoded mask's box (its size by at most
+        `box_size_step`), so a mask that bled into a neighbour cannot inflate the box at once,
+        nor can one cut by an occluder shrink it."""
         x, y, w, h = bbox
         if box is None:
             return np.array([x, y, x + w, y + h], np.float64)
-        pw, ph = box[2] - box[0], box[3] - box[1]
-        step = self.config.box_size_step
-        w = float(np.clip(w, (1 - step) * pw, (1 + step) * pw))
-        h = float(np.clip(h, (1 - step) * ph, (1 + step) * ph))
-        cx, cy = x + bbox[2] / 2, y + bbox[3] / 2
-        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+        cfg = self.config
+        pc, ps = (box[:2] + box[2:]) / 2, box[2:] - box[:2]
+        dc = np.array([x + w / 2, y + h / 2]) - pc
+        ds = np.array([w, h], np.float64) - ps
+        c = pc + cfg.box_centre_gain * dc
+        size = np.clip(ps + cfg.box_size_gain * ds, (1 - cfg.box_size_step) * ps, (1 + cfg.box_size_step) * ps)
+        return np.concatenate([c - size / 2, c + size / 2])
 
     def _go_absent(self, target: Target, stamp: float) -> None:
         if target.state.present:
@@ -134,7 +149,8 @@ class PromptTracker(Tracker):
             target.absent_since = stamp
         target.mask = None
         target.bbox = (0, 0, 0, 0)
-        target.points = np.zeros((0, 2), np.float32)
+        target.track = None
+        target.anchor_mask = None
 
     def _age_absent(self, target: Target, stamp: float) -> None:
         since = target.absent_since if target.absent_since is not None else stamp
@@ -160,14 +176,17 @@ class PromptTracker(Tracker):
                 t.key, t.stamp = cur.key, stamp
                 self._age_absent(t, stamp)
                 continue
-            motion = estimate_motion(prev, cur, t.points)
+            if t.track is None or t.anchor_mask is None:
+                self._set_anchor(t, t.mask, t.bbox, prev)
+            motion = t.track.advance(prev, cur, t.matrix)
             if motion.matrix is None or motion.reliability < self.config.min_flow_reliability:
                 # The points vanished (covered, or the view changed too much): hold the last
                 # mask moved by the last velocity until the next encoded frame decides.
-                m = np.array([[1.0, 0.0, t.velocity[0]], [0.0, 1.0, t.velocity[1]]])
+                m = t.matrix.copy()
+                m[:, 2] += t.velocity
             else:
                 m = motion.matrix
-            mask = warp_mask(t.mask, t.bbox, m)
+            mask = warp_mask(t.anchor_mask, t.anchor_bbox, m)
             bbox = _bbox(mask)
             t.age_frames += 1
             t.propagated = True
@@ -176,17 +195,20 @@ class PromptTracker(Tracker):
                 self._go_absent(t, stamp)   # carried out of the view
                 t.center = _moved_center(m, t)
                 continue
-            if t.box is not None:
+            # The reference area follows the scale the flow measures.
+            t.appearance.area *= abs(np.linalg.det(m[:, :2])) / max(1e-9, abs(np.linalg.det(t.matrix[:, :2])))
+            if t.anchor_box is not None:
                 # The box moves with the object's centre and scales with it (not with its rotation).
-                bc = np.array([(t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2])
+                bc = (t.anchor_box[:2] + t.anchor_box[2:]) / 2
                 nc = m[:, :2] @ bc + m[:, 2]
-                half = (t.box[2:] - t.box[:2]) / 2 * np.sqrt(abs(np.linalg.det(m[:, :2])))
+                half = (t.anchor_box[2:] - t.anchor_box[:2]) / 2 * np.sqrt(abs(np.linalg.det(m[:, :2])))
                 t.box = np.concatenate([nc - half, nc + half])
             c = np.array([bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2])
             t.velocity = 0.5 * t.velocity + 0.5 * (c - t.center)
             t.center = c
-            t.mask, t.bbox = mask, bbox
-            t.points = sample_points(mask, bbox, cur.gray, self.config.max_flow_points)
+            t.mask, t.bbox, t.matrix = mask, bbox, m
+            if t.track.survival < self.config.min_point_survival:
+                self._set_anchor(t, mask, bbox, cur)   # too few points left: start again from here
 
     # ---- on encoded frames ------------------------------------------------------------------
     def prompts(self, targets: Sequence[Target], size: Tuple[int, int],
@@ -220,9 +242,14 @@ class PromptTracker(Tracker):
         x0, y0, x1, y1 = t.box if t.box is not None else t.box_xyxy()
         mx, my = (x1 - x0) * self.config.box_margin, (y1 - y0) * self.config.box_margin
         box = np.clip([x0 - mx, y0 - my, x1 + mx, y1 + my], 0, [w, h, w, h])
-        points = [np.array(farthest_from_boundary(t.mask)[0], np.float64)]
-        labels = [1]
-        return Prompt(np.stack(points), np.array(labels), box, None, multimask=False)
+        points = np.array([farthest_from_boundary(t.mask)[0]], np.float64)
+        if t.prompt.box is None:
+            # Started from clicks: re-prompted with a point too, the three candidates decoded,
+            # and the one that agrees with the propagated mask taken (correct() does that), so the
+            # granularity the operator picked (a whole object, or a part) is kept; a box made from
+            # the target's own mask would also carry any neighbour the first mask took in.
+            return Prompt(points, np.array([1]), None, None, multimask=True)
+        return Prompt(points, np.array([1]), box, None, multimask=False)
 
     def correct(self, targets_prompts: Sequence[Tuple[Target, Prompt, str]], preds: Sequence[MaskPrediction],
                 rgb: np.ndarray, flow: FlowFrame, embedding: Optional[ImageEmbedding], stamp: float) -> None:
@@ -233,8 +260,14 @@ class PromptTracker(Tracker):
         for (t, prompt, kind), pred in zip(targets_prompts, preds):
             chosen = int(np.argmax(pred.iou_predictions))
             mask = pred.masks[chosen]
-            if kind == "track" and prompt.box is not None:
-                mask = _clip_to_box(mask, prompt.box, self.config.clip_margin)
+            if kind == "track" and t.mask is not None and t.mask.any():
+                if len(pred.iou_predictions) > 1:   # the candidate closest to the propagated mask
+                    chosen = int(np.argmax([_mask_iou(m, t.mask) for m in pred.masks]))
+                    mask = pred.masks[chosen]
+                box = prompt.box if prompt.box is not None else t.box
+                if box is not None:
+                    mask = _clip_to_box(mask, box, cfg.clip_margin)
+                mask = _clip_to_band(mask, t.mask, t.bbox, cfg.band)
             if not mask.any():
                 continue
             bbox = _bbox(mask)
@@ -264,7 +297,7 @@ class PromptTracker(Tracker):
         for t, pred, chosen, score, mask in sorted(searched.values(), key=lambda s: -s[3]):
             if any(_mask_iou(mask, m) > 0.3 for m in present_masks):
                 continue
-            self._anchor(t, mask, pred, chosen, flow, stamp, cfg.appearance_rate, rgb, embedding)
+            self._anchor(t, mask, pred, chosen, flow, stamp, cfg.appearance_rate, rgb, embedding, found=True)
             t.state = TargetState.REACQUIRED
             t.absent_since = None
             t.velocity = np.zeros(2)
@@ -284,12 +317,28 @@ def _clip_to_box(mask: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray
     return out
 
 
+def _clip_to_band(mask: np.ndarray, around: np.ndarray, bbox: Tuple[int, int, int, int], share: float) -> np.ndarray:
+    """The mask without what lies farther from `around` (the propagated mask, bbox its box) than
+    `share` of its size: a decode corrects the propagation's outline, it cannot bleed into the
+    neighbours."""
+    x, y, w, h = bbox
+    r = max(2, int(round(share * np.sqrt(float(np.count_nonzero(around))))))
+    H, W = mask.shape
+    X0, Y0, X1, Y1 = max(0, x - r), max(0, y - r), min(W, x + w + r), min(H, y + h + r)
+    grown = cv2.dilate(np.ascontiguousarray(around[Y0:Y1, X0:X1], dtype=np.uint8),
+                       cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    out = np.zeros_like(mask)
+    out[Y0:Y1, X0:X1] = mask[Y0:Y1, X0:X1] & grown.view(bool)
+    return out
+
+
 def _moved_center(m: np.ndarray, t: Target) -> np.ndarray:
-    return m[:, :2] @ t.center + m[:, 2]
+    """Where the anchor-to-current transform m carries the centre of the target's anchor mask."""
+    x, y, w, h = t.anchor_bbox
+    return m[:, :2] @ np.array([x + w / 2, y + h / 2]) + m[:, 2]
 
 
 def _left_view(m: np.ndarray, t: Target, w: int, h: int) -> bool:
-    """Whether the transform carries the target's box mostly out of the w x h image."""
-    x0, y0, x1, y1 = t.box_xyxy()
+    """Whether the transform carries the target's centre out of the w x h image."""
     c = _moved_center(m, t)
-    return not (0 <= c[0] < w and 0 <= c[1] < h) or x1 - x0 <= 0
+    return not (0 <= c[0] < w and 0 <= c[1] < h)
