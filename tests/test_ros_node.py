@@ -20,6 +20,7 @@ from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from sam_ros.data.scenes import SceneSequence  # noqa: E402
+from sam_ros.data.tracking_scenes import TrackingSequence  # noqa: E402
 from sam_ros.engine.factory import default_weights  # noqa: E402
 from sam_ros.engine.mask_utils import farthest_from_boundary  # noqa: E402
 from sam_ros.msg import Prompt, PromptArray, SegmentationResult  # noqa: E402
@@ -379,6 +380,65 @@ def test_prompt_burst_is_bounded_and_node_keeps_serving(client, node):
 
     assert client.wait(drained, 180), (seen[-1], client.diag)
 
+
+
+def test_tracked_target_through_a_full_occlusion_and_a_prompt_flood(client, node):
+    """A box target on a 30 Hz-stamped camera (published at 10 Hz): a result for every frame
+    with the same id, no mask while a pillar hides it (reported occluded or lost), re-acquired
+    after, and a flood of one-shot prompts in the middle does not starve it."""
+    from std_msgs.msg import Header
+
+    seq = TrackingSequence("occlusion", 7000, 480, 640, num_frames=130)
+    t0 = seq.first_visible()
+    base = 5000
+
+    def header(t):
+        h = Header(frame_id="camera")
+        h.stamp.sec, h.stamp.nanosec = base + t // 30, int((t % 30) / 30 * 1e9)
+        return h
+
+    first = seq.frame(t0)
+    h0 = client.publish_image(first.image, header=header(t0))
+    assert client.wait(lambda: client.diag_int("frames_encoded") > 0, 30), node.log
+    x, y, w, bh = cv2.boundingRect(seq.target_mask(first).view(np.uint8))
+    client.prompt_pub.publish(box_prompt(h0, [x, y, x + w, y + bh], target_id="occ"))
+    assert client.wait(lambda: client.results_for("occ"), 30), node.log[-2000:]
+    burst_pub = client.node.create_publisher(Prompt, "prompt", 1000)
+    assert client.wait(lambda: burst_pub.get_subscription_count() > 0, 10)
+    sent = {}
+    flood_at = t0 + 25
+    for t in range(t0 + 1, seq.num_frames):
+        scene = seq.frame(t)
+        h = client.publish_image(scene.image, header=header(t))
+        sent[stamp_key(h.stamp)] = (t, seq.target_mask(scene))
+        if t == flood_at:
+            for i in range(500):
+                burst_pub.publish(point_prompt(h, 10 + i % 600, 20 + i % 400, multimask=False))
+        client.spin(0.1)
+
+    def got():
+        return {stamp_key(m.header.stamp): next(o for o in m.objects if o.target_id == "occ")
+                for m in client.results_for("occ") if stamp_key(m.header.stamp) in sent}
+
+    assert client.wait(lambda: len(got()) >= len(sent), 60), (len(got()), len(sent), client.diag, node.log[-2000:])
+    assert node.proc.poll() is None
+    frames = sorted((sent[k][0], sent[k][1], o) for k, o in got().items())
+    hidden = [i for i, (_, gt, _) in enumerate(frames) if gt is None]
+    assert hidden, "the scenario hides the target"
+    states = [o.state for _, _, o in frames]
+    assert sum(frames[i][2].area > 0 for i in hidden) <= 2, [frames[i][2].area for i in hidden]
+    assert {"occluded"} <= set(states[hidden[0]:hidden[-1] + 1]) <= {"occluded", "lost", "tracking", "reacquired"}
+    after = hidden[-1] + 1
+    assert "reacquired" in states[after:], states[after:]
+    back = states.index("reacquired", after)
+    assert back - after <= 30, states[after:]
+    ious = [(full_mask(o, 480, 640) & gt).sum() / max(1, (full_mask(o, 480, 640) | gt).sum())
+            for _, gt, o in frames[back + 3:] if gt is not None and o.area > 0]
+    assert ious and np.mean(ious) > 0.5, ious
+    # Before the occlusion, through the flood: tracked on every frame with a mask.
+    assert all(o.area > 0 and o.state in ("tracking", "reacquired") for t, gt, o in frames[:hidden[0] - 3]
+               if gt is not None and gt.sum() > 0.5 * seq.target_mask(first).sum())
+    assert client.diag_int("prompts_dropped") > 0
 
 
 def test_camera_restart_with_another_resolution(client, node):
