@@ -49,3 +49,18 @@ def test_predict_prompts_mixes_shapes(predictor, image):
     np.testing.assert_array_equal(preds[1].masks, one.masks)
     assert preds[0].masks.shape == (3, 150, 200) and preds[0].object_score_logits.shape == (1,)
     assert np.isfinite(preds[2].iou_predictions).all()
+
+
+def test_region_crops_are_the_full_frame_masks(predictor, image):
+    """SAM 2's masks come as region crops (main's MaskPrediction) with exactly the pixels and
+    stability scores of its full-frame logits (one bilinear resize from the low-res logits)."""
+    emb = predictor.encode(image)
+    kwargs = dict(point_coords=np.array([[[50.0, 40.0]], [[150.0, 100.0]]]), point_labels=np.ones((2, 1)))
+    crops = predictor.decode(emb, **kwargs)
+    logits = predictor.decode(emb, **kwargs, return_logits=True)
+    assert crops.crops is not None and crops.masks.shape == logits.masks.shape == (2, 3, 150, 200)
+    np.testing.assert_array_equal(crops.masks, logits.masks > 0)
+    np.testing.assert_array_equal(crops.stability_scores, logits.stability_scores)
+    np.testing.assert_array_equal(crops.object_score_logits, logits.object_score_logits)
+    c = crops.crop(1, 2)
+    assert c.area == int((logits.masks[1, 2] > 0).sum())
