@@ -91,14 +91,20 @@ def test_trunk_without_heads(tmp_path):
     assert "SAM 2 architecture" in str(info.value) and "missing" in str(info.value)
 
 
+def random_sam2_file(folder, config, seed):
+    """A SAM 2 model of `config` with random weights, saved as our safetensors with its config:
+    (path, model)."""
+    model = build_sam2(config)
+    model.load_state_dict(randomize_sam2(model.state_dict(), seed), strict=True)
+    path = folder / "sam2_random.safetensors"
+    save_safetensors(model, path)
+    return path, model.eval()
+
+
 @pytest.fixture(scope="module")
 def tiny_file(tmp_path_factory):
     """Our SAM 2.1 tiny (256 px input) with random weights, as safetensors with its config."""
-    model = build_sam2(TINY)
-    model.load_state_dict(randomize_sam2(model.state_dict(), 11), strict=True)
-    path = tmp_path_factory.mktemp("sam2") / "sam2_tiny.safetensors"
-    save_safetensors(model, path)
-    return path, model.eval()
+    return random_sam2_file(tmp_path_factory.mktemp("sam2"), TINY, 11)
 
 
 def test_safetensors_round_trip_and_create_predictor(tiny_file):

@@ -22,9 +22,7 @@ from sam_ros.engine.session import SessionConfig, StreamingSession
 from sam_ros.engine.tracking.memory_tracker import MemoryTracker
 from sam_ros.engine.tracking.target import TargetState
 from sam_ros.engine.tracking.tracker import TrackingConfig
-from sam_ros.model.checkpoint import save_safetensors
-from sam_ros.model.sam2 import build_sam2
-from test_sam2_parity import randomize_sam2
+from test_sam2_checkpoint import random_sam2_file
 from test_sam2_video import TINY_128
 
 H, W = 96, 128
@@ -33,11 +31,7 @@ OBJ_SCORE_BIAS = "sam_mask_decoder.pred_obj_score_head.layers.2.bias"
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    model = build_sam2(TINY_128)
-    model.load_state_dict(randomize_sam2(model.state_dict(), 3), strict=True)
-    path = tmp_path_factory.mktemp("sam2") / "sam2_tiny_128.safetensors"
-    save_safetensors(model, path)
-    return str(path)
+    return str(random_sam2_file(tmp_path_factory.mktemp("sam2"), TINY_128, 3)[0])
 
 
 def _predictor(checkpoint, obj_bias=None):
