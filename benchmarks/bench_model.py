@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 import numpy as np
@@ -22,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import interleaved_times, median_time, print_machine  # noqa: E402
+from timing import interleaved_times, median_time, peak_memory_mb, print_machine  # noqa: E402
 
 
 def build_pair():
@@ -60,19 +59,6 @@ def memory_probe(side: str) -> None:
         p = SamPredictor(build_sam("vit_b"))
         p.set_torch_image(tensor, image.shape[:2])
         p.predict(point_coords=np.array([[320, 240]]), point_labels=np.array([1]))
-
-
-# A child's ru_maxrss starts at its parent's size at fork time (Linux keeps the forked address
-# space's high-water mark across exec), so the probe is started by a small launcher process and
-# its peak read from the launcher's RUSAGE_CHILDREN.
-_LAUNCHER = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
-
-
-def peak_memory_mb(side: str) -> float:
-    out = subprocess.run([sys.executable, "-c", _LAUNCHER, sys.executable, __file__, "--memory-probe", side],
-                         capture_output=True, text=True, cwd=ROOT, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -221,7 +207,7 @@ def tinyvit_encoders(reps: int = 0) -> None:
 
 
 def report_memory(rows) -> None:
-    mem = {side: peak_memory_mb(side) for side in ("reference", "ours")}
+    mem = {side: peak_memory_mb(__file__, side, ROOT) for side in ("reference", "ours")}
     print(f"{'peak memory, ViT-B predictor process':44s} reference {mem['reference']:9.0f} MB   ours {mem['ours']:9.0f} MB"
           f"   ratio {mem['ours'] / mem['reference']:5.2f}")
     rows.append({"case": "peak memory MB", "reference": mem["reference"], "ours": mem["ours"]})

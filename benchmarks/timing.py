@@ -1,8 +1,10 @@
-"""Shared helpers of the benchmark scripts: timing, and the machine line every script prints
-beside its numbers (results differ between CPU kinds: keep one table per kind in README.md)."""
+"""Shared helpers of the benchmark scripts: timing, peak memory, and the machine line every
+script prints beside its numbers (results differ between CPU kinds: keep one table per kind in
+README.md)."""
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from typing import Callable, Dict
@@ -70,3 +72,18 @@ def machine_line() -> str:
 
 def print_machine() -> None:
     print(machine_line(), flush=True)
+
+
+# A child's ru_maxrss starts at its parent's size at fork time (Linux keeps the forked address
+# space's high-water mark across exec), so the probe is started by a small launcher process and
+# its peak read from the launcher's RUSAGE_CHILDREN.
+_LAUNCHER = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
+
+
+def peak_memory_mb(script: str, side: str, cwd: str) -> float:
+    """Peak RSS (MB) of `python script --memory-probe side` run in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", _LAUNCHER, sys.executable, script, "--memory-probe", side],
+                         capture_output=True, text=True, cwd=cwd, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+

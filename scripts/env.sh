@@ -38,14 +38,23 @@ if [ "$venv_distro" != "$DISTRO" ]; then
 fi
 
 reqs=("$ROOT/requirements.txt" "$ROOT/requirements-ros-$DISTRO.txt")
-for extra in ${SAM_ROS_EXTRAS:-}; do reqs+=("$ROOT/$extra"); done
+nodeps=()  # <extra>-nodeps.txt beside an extra: packages installed without their dependencies
+for extra in ${SAM_ROS_EXTRAS:-}; do
+  reqs+=("$ROOT/$extra")
+  if [ -f "$ROOT/${extra%.txt}-nodeps.txt" ]; then nodeps+=("$ROOT/${extra%.txt}-nodeps.txt"); fi
+done
 stamp="$VENV/.sam_ros_requirements"
-want="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
+want="$(cat "${reqs[@]}" ${nodeps[@]+"${nodeps[@]}"} | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || ! grep -qx "$want" "$stamp"; then
   echo "[sam_ros] installing requirements into $VENV"
   args=()
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   "$PY" -m pip install -q --disable-pip-version-check "${args[@]}"
+  # Reference packages that declare torchvision / a CUDA build: no dependencies (pinned in the
+  # extras), no build isolation (they build against our torch), no CUDA extension.
+  for r in ${nodeps[@]+"${nodeps[@]}"}; do
+    SAM2_BUILD_CUDA=0 "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -r "$r"
+  done
   echo "$want" >> "$stamp"
 fi
 

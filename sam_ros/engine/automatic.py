@@ -19,8 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import transforms
-from .mask_crops import crops_from_low_res, tight_crop
+from .mask_crops import tight_crop
 from .mask_utils import (area_from_rle, batched_nms, crop_to_rle, encode_rle, mask_to_rle, masks_to_boxes,
                          remove_small_regions, rle_to_mask)
 from .predictor import ImageEmbedding, SamPredictor
@@ -227,7 +226,7 @@ class AutomaticMaskGenerator:
     def _process_batch(self, points: np.ndarray, embedding: ImageEmbedding, crop_size: Tuple[int, int],
                        crop_box: List[int], orig_size: Tuple[int, int], region: Optional[List[int]]) -> _Masks:
         p = self.predictor
-        coords = torch.as_tensor(transforms.apply_coords(points, crop_size, p.img_size), dtype=torch.float32)
+        coords = torch.as_tensor(p.transform_coords(points, crop_size), dtype=torch.float32)
         labels = torch.ones(len(points), 1, dtype=torch.int64)
         pred = p.decode_torch(embedding, coords[:, None], labels, multimask_output=True, full_resolution=False)
         low, iou = pred.low_res_logits, pred.iou_predictions
@@ -242,8 +241,7 @@ class AutomaticMaskGenerator:
             return _Masks.empty()
         # Masks as crops: each upsampled only where it can be foreground (the same pixels and
         # stability scores as full-frame upsampling, at a cost independent of the image size).
-        crops, stab = crops_from_low_res(low, embedding.input_size, crop_size, p.img_size, p.model.mask_threshold,
-                                         self.stability_score_offset)
+        crops, stab = p.mask_crops(low, embedding, crop_size, self.stability_score_offset)
         stab, iou = torch.as_tensor(stab), iou.cpu()
         if self.stability_score_thresh > 0.0:
             keep = stab >= self.stability_score_thresh

@@ -2,13 +2,14 @@
 backend). The node, the demo and every command-line tool go through here."""
 import logging
 import os
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from ..model.build import build_sam
 from ..model.checkpoint import CheckpointError, load_model
 from ..model.sam import Sam
+from ..model.sam2.sam2_base import SAM2
 from .predictor import SamPredictor
 
 log = logging.getLogger("sam_ros")
@@ -23,9 +24,9 @@ def default_weights() -> Optional[str]:
     return DEFAULT_WEIGHTS if os.path.exists(DEFAULT_WEIGHTS) else None
 
 
-def load_sam(checkpoint: str = "", variant: str = "") -> Sam:
-    """The model for a checkpoint (variant inferred unless given); with neither, the embedded
-    default. Raises CheckpointError naming the file and the problem."""
+def load_sam(checkpoint: str = "", variant: str = "") -> Union[Sam, SAM2]:
+    """The model for a checkpoint, SAM or SAM 2 (variant inferred unless given); with neither,
+    the embedded default. Raises CheckpointError naming the file and the problem."""
     if checkpoint:
         return load_model(os.path.expanduser(checkpoint), variant or None)
     if variant and variant != DEFAULT_VARIANT:
@@ -45,7 +46,8 @@ def create_predictor(checkpoint: str = "", variant: str = "", device: str = "cpu
                      decoder_dtype: str = "", backend: str = "torch", cache_dir: str = "") -> SamPredictor:
     """Load the model and wrap it in a predictor running on the chosen backend (`auto`, the
     node's default: the fastest that agrees with eager fp32 here, measured on first use and
-    cached; a named backend forces that one with encoder_dtype)."""
+    cached; a named backend forces that one with encoder_dtype). A SAM 2 checkpoint gives a
+    Sam2Predictor (same API; eager torch)."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available (torch {torch.__version__})")
     model = load_sam(checkpoint, variant)

@@ -102,7 +102,7 @@ def tight_crop(mask: np.ndarray, x: int, y: int) -> Tuple[np.ndarray, np.ndarray
 
 
 def crops_from_low_res(
-    low_res: torch.Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int], img_size: int,
+    low_res: torch.Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int], img_size: Optional[int],
     mask_threshold: float = 0.0, stability_offset: float = 1.0,
 ) -> Tuple[MaskCrops, np.ndarray]:
     """Low-res logits ... x L x L -> (the masks ``postprocess_masks(...) > mask_threshold`` as

@@ -43,6 +43,10 @@ class ImageEmbedding:
     original_size: Tuple[int, int]   # (H, W) of the image given to encode
     input_size: Tuple[int, int]      # (h, w) after resizing, before padding
     ready: Optional[Any] = None      # CUDA event recorded when the features are computed
+    # SAM 2 only: the decoder's stride-4 / stride-8 skip features (1 x C/8 x 4h x 4w, 1 x C/4 x 2h x 2w)
+    # and the encoder output before the no-memory embedding (what the video tracker conditions).
+    high_res_features: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+    backbone_features: Optional[torch.Tensor] = None
 
 
 class MaskPrediction:
@@ -53,11 +57,14 @@ class MaskPrediction:
     (x, y, w, h) in image pixels, bool pixels, area; no full-frame array is made) or as
     ``masks``, B x M x H x W bool (float logits with return_logits), made from the crops on
     first use. Unpacks like the tuple (masks, iou_predictions, low_res_logits, stability_scores).
+    object_score_logits B x 1: SAM 2's object score (> 0: the object is in the image), None for
+    SAM 1 models.
     """
-    __slots__ = ("_masks", "crops", "iou_predictions", "low_res_logits", "stability_scores")
+    __slots__ = ("_masks", "crops", "iou_predictions", "low_res_logits", "stability_scores", "object_score_logits")
 
     def __init__(self, masks: Optional[np.ndarray], iou_predictions: np.ndarray, low_res_logits: np.ndarray,
-                 stability_scores: np.ndarray, crops: Optional[MaskCrops] = None) -> None:
+                 stability_scores: np.ndarray, crops: Optional[MaskCrops] = None,
+                 object_score_logits: Optional[np.ndarray] = None) -> None:
         if masks is None and crops is None:
             raise ValueError("give masks or crops")
         self._masks = masks
@@ -65,6 +72,7 @@ class MaskPrediction:
         self.iou_predictions = iou_predictions
         self.low_res_logits = low_res_logits
         self.stability_scores = stability_scores
+        self.object_score_logits = object_score_logits
 
     @property
     def masks(self) -> np.ndarray:
@@ -91,7 +99,8 @@ class MaskPrediction:
         """The prediction of the prompts at `index` of the leading axis (an int drops the axis)."""
         return MaskPrediction(None if self._masks is None else self._masks[index], self.iou_predictions[index],
                               self.low_res_logits[index], self.stability_scores[index],
-                              None if self.crops is None else self.crops[index])
+                              None if self.crops is None else self.crops[index],
+                              None if self.object_score_logits is None else self.object_score_logits[index])
 
     def __iter__(self):
         return iter((self.masks, self.iou_predictions, self.low_res_logits, self.stability_scores))
@@ -122,6 +131,8 @@ class SamPredictor:
             "auto" (default): "reference" (segment-anything's PIL bilinear, pixel for pixel) for
             a model of an official architecture (ViT-B/L/H, MobileSAM), "opencv" otherwise.
     """
+
+    torch_prediction_type = TorchMaskPrediction
 
     def __init__(
         self,
@@ -161,6 +172,34 @@ class SamPredictor:
     def low_res_size(self) -> int:
         """Side of the low-res mask logits (4 x the embedding grid)."""
         return self.model.prompt_encoder.mask_input_size[0]
+
+    @property
+    def mask_upscale_size(self) -> Optional[int]:
+        """The img_size of ``transforms.postprocess_masks``: SAM's padded square input (SAM 2: None)."""
+        return self.img_size
+
+    def transform_coords(self, coords: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
+        """... x 2 (x, y) pixels of the original image -> the model's input frame."""
+        return transforms.apply_coords(coords, original_size, self.img_size)
+
+    def transform_boxes(self, boxes: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
+        """B x 4 (x0, y0, x1, y1) boxes of the original image -> the model's input frame."""
+        return transforms.apply_boxes(boxes, original_size, self.img_size)
+
+    def postprocess_masks(self, low_res: torch.Tensor, embedding: ImageEmbedding,
+                          original_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Low-res logits B x M x L x L -> logits at the original image size (or original_size)."""
+        return transforms.postprocess_masks(low_res, embedding.input_size, original_size or embedding.original_size,
+                                            self.mask_upscale_size)
+
+    def mask_crops(self, low_res: torch.Tensor, embedding: ImageEmbedding,
+                   original_size: Optional[Tuple[int, int]] = None,
+                   stability_offset: Optional[float] = None) -> Tuple[MaskCrops, np.ndarray]:
+        """Low-res logits ... x L x L -> the masks ``postprocess_masks(...) > mask_threshold`` as
+        crops and their stability scores (``mask_crops.crops_from_low_res``)."""
+        return crops_from_low_res(low_res, embedding.input_size, original_size or embedding.original_size,
+                                  self.mask_upscale_size, self.model.mask_threshold,
+                                  self.stability_offset if stability_offset is None else stability_offset)
 
     # ---- encoding -------------------------------------------------------------------------
     def encode(self, image: np.ndarray, image_format: str = "RGB") -> ImageEmbedding:
@@ -232,19 +271,26 @@ class SamPredictor:
         With full_resolution=False only the low-res logits are produced (masks is empty and
         stability is computed on the low-res logits).
         """
-        low_res, iou = self._low_res_float(embedding, point_coords, point_labels, boxes, mask_input, multimask_output)
+        low_res, iou, extra = self._low_res_float(embedding, point_coords, point_labels, boxes, mask_input,
+                                                  multimask_output)
         threshold = self.model.mask_threshold
         if not full_resolution:
             stab = stability_score(low_res, threshold, self.stability_offset)
-            return TorchMaskPrediction(low_res.new_zeros((0,)), iou, low_res, stab)
-        logits = transforms.postprocess_masks(low_res, embedding.input_size, embedding.original_size, self.img_size)
+            # The raw logits (not _returned_low_res): the caller upscales them itself.
+            return self.torch_prediction_type(low_res.new_zeros((0,)), iou, low_res, stab, *extra)
+        logits = self.postprocess_masks(low_res, embedding)
         stab = stability_score(logits, threshold, self.stability_offset)
         masks = logits if return_logits else logits > threshold
-        return TorchMaskPrediction(masks, iou, low_res, stab)
+        return self.torch_prediction_type(masks, iou, self._returned_low_res(low_res), stab, *extra)
+
+    def _returned_low_res(self, low_res: torch.Tensor) -> torch.Tensor:
+        """The low-res logits handed back (to be fed back as mask_input; SAM 2 clamps them)."""
+        return low_res
 
     def _low_res_float(self, embedding: ImageEmbedding, point_coords, point_labels, boxes, mask_input,
-                       multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits B x M x L x L and IoU predictions B x M in float32 (M = 3 or 1)."""
+                       multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor, Tuple[torch.Tensor, ...]]:
+        """Low-res logits B x M x L x L and IoU predictions B x M in float32 (M = 3 or 1), and the
+        model's further outputs (SAM 2: object-score logits B x 1; SAM: none)."""
         if point_coords is not None and point_labels is None:
             raise InputError("point_labels are required with point_coords")
         if embedding.ready is not None:
@@ -252,13 +298,14 @@ class SamPredictor:
             stream.wait_event(embedding.ready)
             embedding.features.record_stream(stream)
         sl = slice(1, None) if multimask_output else slice(0, 1)
-        low_res, iou = self._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input, sl)
-        return low_res.float(), iou.float()
+        out = self._decode_low_res(embedding, point_coords, point_labels, boxes, mask_input, sl)
+        return out[0].float(), out[1].float(), tuple(t.float() for t in out[2:])
 
     def _decode_low_res(self, embedding: ImageEmbedding, point_coords, point_labels, boxes, mask_input,
                         tokens: slice = slice(None)):
         """Prompt encoder + mask decoder: low-res logits (B x M x L x L) and IoU predictions (B x M)
-        of the mask tokens selected by `tokens` (default all 4). Backends override this."""
+        of the mask tokens selected by `tokens` (default all 4). Backends override this (SAM 2
+        returns its object-score logits B x 1 as a third output)."""
         points = None
         if point_coords is not None:
             points = (point_coords.to(self.device), point_labels.to(self.device))
@@ -300,7 +347,7 @@ class SamPredictor:
             if coords.ndim == 2:
                 coords, labels = coords[None], labels.reshape(1, -1)
             validate_points(coords, labels, size)
-            coords = transforms.apply_coords(coords, size, self.img_size)
+            coords = self.transform_coords(coords, size)
             coords_t = torch.as_tensor(coords, dtype=torch.float32)
             labels_t = torch.as_tensor(labels, dtype=torch.int64)
             b = coords.shape[0]
@@ -312,7 +359,7 @@ class SamPredictor:
             boxes = validate_boxes(boxes.reshape(-1, 4) if boxes.ndim == 1 else boxes, size)
             if b is not None and boxes.shape[0] != b:
                 raise InputError(f"{boxes.shape[0]} boxes for {b} point sets")
-            boxes_t = torch.as_tensor(transforms.apply_boxes(boxes, size, self.img_size), dtype=torch.float32)
+            boxes_t = torch.as_tensor(self.transform_boxes(boxes, size), dtype=torch.float32)
             b = boxes.shape[0]
         if mask_input is not None:
             m = np.asarray(mask_input, dtype=np.float32)
@@ -325,14 +372,17 @@ class SamPredictor:
         if coords_t is None and boxes_t is None and mask_t is None:
             raise InputError("give at least one prompt: points, a box or a mask input")
         if return_logits:
-            out = self.decode_torch(embedding, coords_t, labels_t, boxes_t, mask_t, multimask_output, True)
-            pred = MaskPrediction(*(t.cpu().numpy() for t in out))
+            out = [t.cpu().numpy() for t in
+                   self.decode_torch(embedding, coords_t, labels_t, boxes_t, mask_t, multimask_output, True)]
+            pred = MaskPrediction(*out[:4], object_score_logits=out[4] if len(out) > 4 else None)
         else:
             with torch.inference_mode():
-                low, iou = self._low_res_float(embedding, coords_t, labels_t, boxes_t, mask_t, multimask_output)
-                crops, stab = crops_from_low_res(low, embedding.input_size, embedding.original_size, self.img_size,
-                                                 self.model.mask_threshold, self.stability_offset)
-            pred = MaskPrediction(None, iou.cpu().numpy(), low.cpu().numpy(), stab, crops)
+                low, iou, extra = self._low_res_float(embedding, coords_t, labels_t, boxes_t, mask_t,
+                                                      multimask_output)
+                crops, stab = self.mask_crops(low, embedding)
+                low = self._returned_low_res(low)
+            pred = MaskPrediction(None, iou.cpu().numpy(), low.cpu().numpy(), stab, crops,
+                                  extra[0].cpu().numpy() if extra else None)
         return pred if batched else pred.select(0)
 
     def predict_prompts(self, embedding: ImageEmbedding, prompts: Sequence[Prompt],

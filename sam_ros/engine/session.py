@@ -34,7 +34,8 @@ from .prompt_queue import PromptQueue, PromptRequest, PromptSource
 from .prompts import InputError, Prompt, validate_boxes, validate_points
 from .tracking.flow import FlowFrame
 from .tracking.target import Target, TargetState
-from .tracking.tracker import PromptTracker, Tracker, TrackingConfig
+from .tracking.memory_tracker import tracker_for
+from .tracking.tracker import Tracker, TrackingConfig
 
 
 @dataclass
@@ -119,7 +120,8 @@ class StreamingSession:
                  on_error: Optional[Callable[[str, str], None]] = None) -> None:
         self.predictor = predictor
         self.config = config or SessionConfig()
-        self.tracker = tracker or PromptTracker(self.config.tracking)
+        # The model family's tracker (SAM 2: its memory tracker; SAM 1: prompt propagation).
+        self.tracker = tracker or tracker_for(predictor, self.config.tracking)
         self.cache = EmbeddingCache(self.config.cache_size)
         self.prompts = PromptQueue(self.config.max_pending_prompts)
         self.stats = SessionStats()
@@ -337,7 +339,10 @@ class StreamingSession:
             return 0.0
         t0 = time.perf_counter()
         try:
-            preds = self.predictor.predict_prompts(cached.embedding, [p for _, p, _ in asks])
+            # A tracker with its own `decode` (SAM 2's memory tracker) segments the targets itself.
+            decode = getattr(self.tracker, "decode", None)
+            preds = (decode(self.predictor, cached, asks) if decode is not None else
+                     self.predictor.predict_prompts(cached.embedding, [p for _, p, _ in asks]))
         except InputError as e:
             self.on_error("targets", f"targets could not be decoded on this frame: {e}")
             return 0.0

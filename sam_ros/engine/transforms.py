@@ -2,6 +2,11 @@
 
 Pure functions (no model state): resize the longest side to the model's input size, map prompt
 coordinates into that frame, and bring low-resolution mask logits back to the original image.
+
+Two geometries of the mask logits, selected by ``img_size`` in the post-processing functions:
+SAM's (an int: bilinear upscale to img_size x img_size, crop the padding to input_size, bilinear
+resize to the original size) and SAM 2's (``None``: one bilinear resize of the L x L logits
+straight to the original size, as SAM 2 resizes the image to the square input without padding).
 """
 from functools import lru_cache
 from typing import Optional, Sequence, Tuple
@@ -100,17 +105,22 @@ def _interp_matrix(in_size: int, out_size: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def _upscale_taps(low_res: int, img_size: int, input_len: int, out_len: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Sparse form of the 1-D map low_res -> img_size (bilinear), crop to input_len, -> out_len.
+def _upscale_taps(low_res: int, img_size: Optional[int], input_len: int, out_len: int
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sparse form of the 1-D map low_res -> img_size (bilinear), crop to input_len, -> out_len
+    (img_size None: low_res -> out_len directly, SAM 2).
 
     Returns (index, weight), both out_len x K: output i = sum_k weight[i, k] * input[index[i, k]],
     summed in k order. Weights are >= 0 and sum to 1 per output (both steps are bilinear
     interpolations); a row with fewer than K non-zero weights repeats its first index for the
     zero-weight taps, so index[i].min() .. index[i].max() is the support of output i.
     """
-    up = _interp_matrix(low_res, img_size)[:input_len]  # input_len x low_res
-    down = _interp_matrix(input_len, out_len)           # out_len x input_len
-    full = (down @ up).float().double()                 # out_len x low_res, a few non-zeros per row
+    if img_size is None:
+        full = _interp_matrix(low_res, out_len).float().double()  # out_len x low_res
+    else:
+        up = _interp_matrix(low_res, img_size)[:input_len]  # input_len x low_res
+        down = _interp_matrix(input_len, out_len)           # out_len x input_len
+        full = (down @ up).float().double()                 # out_len x low_res, a few non-zeros per row
     k = int((full != 0).sum(1).max())
     weight, index = full.abs().topk(k, dim=1)
     weight = torch.gather(full, 1, index)
@@ -119,7 +129,7 @@ def _upscale_taps(low_res: int, img_size: int, input_len: int, out_len: int) -> 
 
 
 @lru_cache(maxsize=64)
-def _tap_support(low_res: int, img_size: int, input_len: int, out_len: int) -> Tuple[np.ndarray, np.ndarray]:
+def _tap_support(low_res: int, img_size: Optional[int], input_len: int, out_len: int) -> Tuple[np.ndarray, np.ndarray]:
     """(first, last): out_len int arrays, the lowest and highest low-res index output i reads.
     Both are non-decreasing in i (interpolation preserves order)."""
     index, _ = _upscale_taps(low_res, img_size, input_len, out_len)
@@ -128,13 +138,13 @@ def _tap_support(low_res: int, img_size: int, input_len: int, out_len: int) -> T
     return first, last
 
 
-def _taps_1d(low: int, img_size: int, input_size: Tuple[int, int], original_size: Tuple[int, int], axis: int):
+def _taps_1d(low: int, img_size: Optional[int], input_size: Tuple[int, int], original_size: Tuple[int, int], axis: int):
     return _upscale_taps(low, img_size, input_size[axis], original_size[axis])
 
 
 def postprocess_region(
     low_res: torch.Tensor, region: Sequence[int], input_size: Tuple[int, int], original_size: Tuple[int, int],
-    img_size: int,
+    img_size: Optional[int],
 ) -> torch.Tensor:
     """Low-res logits ... x L x L -> the logits of region (x0, y0, x1, y1; pixels x0 <= x < x1,
     y0 <= y < y1 of the original image), ... x (y1 - y0) x (x1 - x0).
@@ -176,14 +186,15 @@ def _weighted_rows(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -
 
 
 def postprocess_masks(
-    low_res: torch.Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int], img_size: int
+    low_res: torch.Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int], img_size: Optional[int]
 ) -> torch.Tensor:
     """Low-res logits B x M x L x L -> logits at the original size, B x M x H x W.
 
     Equal (to float rounding) to SAM's reference: bilinear upscale to img_size x img_size, crop
     the padding to input_size, bilinear resize to original_size. Both steps are separable linear
     maps, so their composition is applied directly (a few taps per output column, then a few
-    taps per output row), never materialising the 1024 x 1024 intermediate.
+    taps per output row), never materialising the 1024 x 1024 intermediate. img_size None:
+    SAM 2's single bilinear resize L x L -> original_size (input_size unused).
     """
     h, w = original_size
     return postprocess_region(low_res, (0, 0, w, h), input_size, original_size, img_size)
@@ -191,7 +202,7 @@ def postprocess_masks(
 
 def mask_regions(
     low_res: torch.Tensor, threshold: float, input_size: Tuple[int, int], original_size: Tuple[int, int],
-    img_size: int,
+    img_size: Optional[int],
 ) -> np.ndarray:
     """Where in the original image each mask's postprocessed logits can exceed threshold.
 

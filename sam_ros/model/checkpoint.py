@@ -1,8 +1,10 @@
-"""Loading and saving SAM weights.
+"""Loading and saving SAM and SAM 2 weights.
 
 Reads the official checkpoints unchanged (``sam_vit_b_01ec64.pth``, ``sam_vit_l_0b3195.pth``,
 ``sam_vit_h_4b8939.pth``, MobileSAM's ``mobile_sam.pt``: plain state dicts with the prefixes
-``image_encoder.``, ``prompt_encoder.``, ``mask_decoder.``), our own safetensors files (which
+``image_encoder.``, ``prompt_encoder.``, ``mask_decoder.``; SAM 2 / 2.1's ``sam2*_hiera_*.pt``:
+the state dict under ``model``, prefixes ``image_encoder.trunk.``, ``sam_mask_decoder.``,
+``memory_attention.`` ...), our own safetensors files (which
 carry their config in the metadata) and training checkpoints. Loading never unpickles code
 (``weights_only=True``) and is strict; every failure names the file and what is wrong.
 """
@@ -13,10 +15,14 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from .build import MODEL_CONFIGS, SamConfig, TinyViTConfig, ViTConfig, build_sam, get_config
+from .build import MODEL_CONFIGS, SamConfig, TinyViTConfig, ViTConfig, build_sam
 from .sam import Sam
+from .sam2.build import SAM2_CONFIGS, Sam2Config, build_sam2
+from .sam2.checkpoint import Sam2LayoutError, infer_sam2_config, is_sam2_state_dict
+from .sam2.sam2_base import SAM2
 
-PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.", "sam_prompt_encoder.", "sam_mask_decoder.")
+AnyConfig = Union[SamConfig, Sam2Config]
 CONFIG_METADATA_KEY = "sam_ros_config"
 
 StateDict = Dict[str, torch.Tensor]
@@ -26,7 +32,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
-def read_state_dict(path: Union[str, os.PathLike]) -> Tuple[StateDict, Optional[SamConfig]]:
+def config_from_json(text: str) -> AnyConfig:
+    """A stored config of either family."""
+    return Sam2Config.from_json(text) if '"family": "sam2"' in text else SamConfig.from_json(text)
+
+
+def read_state_dict(path: Union[str, os.PathLike]) -> Tuple[StateDict, Optional[AnyConfig]]:
     """Read a state dict (and the config stored with it, if any) from a .pth/.pt/.safetensors file."""
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -45,14 +56,14 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Tuple[StateDict, Optional[
         except Exception as e:  # safetensors raises several types for bad files
             raise CheckpointError(f"cannot read safetensors file {path}: {e}") from e
         if CONFIG_METADATA_KEY in meta:
-            config = SamConfig.from_json(meta[CONFIG_METADATA_KEY])
+            config = config_from_json(meta[CONFIG_METADATA_KEY])
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise CheckpointError(_describe_load_error(path, e)) from e
         if isinstance(obj, dict) and isinstance(obj.get("config"), str):
-            config = SamConfig.from_json(obj["config"])
+            config = config_from_json(obj["config"])
         # Training checkpoints and some re-saved files nest the weights.
         for key in ("model", "state_dict"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -81,9 +92,16 @@ def _describe_load_error(path: str, e: Exception) -> str:
             f"({type(e).__name__}: {detail[:200]})")
 
 
-def infer_config(state_dict: StateDict) -> SamConfig:
-    """Work out the architecture from the parameter names and shapes."""
+def infer_config(state_dict: StateDict) -> AnyConfig:
+    """Work out the architecture (SAM or SAM 2) from the parameter names and shapes."""
     sd = state_dict
+    if is_sam2_state_dict(sd):
+        try:
+            return infer_sam2_config(sd)
+        except KeyError as e:
+            raise CheckpointError(f"cannot work out the SAM 2 architecture: missing {e.args[0]}") from None
+        except Sam2LayoutError as e:
+            raise CheckpointError(f"cannot work out the SAM 2 architecture: {e}; pass the variant") from None
     try:
         decoder = dict(
             prompt_embed_dim=sd["mask_decoder.iou_token.weight"].shape[1],
@@ -136,9 +154,9 @@ def _same_tiny_vit(a: SamConfig, b: SamConfig) -> bool:
             and ea.num_heads[1:] == eb.num_heads[1:] and ea.window_sizes[1:] == eb.window_sizes[1:])
 
 
-def config_name(config: SamConfig) -> Optional[str]:
+def config_name(config: AnyConfig) -> Optional[str]:
     """The registry name of a config, if it is one of the named sizes."""
-    for name, cfg in MODEL_CONFIGS.items():
+    for name, cfg in {**MODEL_CONFIGS, **SAM2_CONFIGS}.items():
         if cfg == config:
             return name
     return None
@@ -165,15 +183,29 @@ def check_compatible(model: torch.nn.Module, state_dict: StateDict, source: str)
         raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
 
 
-def load_model(path: Union[str, os.PathLike], variant: Optional[str] = None) -> Sam:
+def get_any_config(name: str) -> AnyConfig:
+    """A registry entry of either family by name ("vit_b", "sam2.1_hiera_t", ...)."""
+    if name in SAM2_CONFIGS:
+        return SAM2_CONFIGS[name]
+    if name in MODEL_CONFIGS:
+        return MODEL_CONFIGS[name]
+    raise ValueError(f"unknown model variant {name!r}; known: {', '.join(sorted({**MODEL_CONFIGS, **SAM2_CONFIGS}))}")
+
+
+def build_model(config: AnyConfig) -> Union[Sam, SAM2]:
+    """The builder of the config's family."""
+    return build_sam2(config) if isinstance(config, Sam2Config) else build_sam(config)
+
+
+def load_model(path: Union[str, os.PathLike], variant: Optional[str] = None) -> Union[Sam, SAM2]:
     """Build the model for a checkpoint and load its weights strictly.
 
-    variant: a registry name ("vit_b", "vit_l", "vit_h", "vit_t", ...); when None it comes from
-    the file's stored config or is inferred from the state dict.
+    variant: a registry name ("vit_b", "vit_l", "vit_h", "vit_t", "sam2.1_hiera_t", ...); when
+    None it comes from the file's stored config or is inferred from the state dict.
     """
     state_dict, stored = read_state_dict(path)
     if variant:
-        config = get_config(variant)
+        config = get_any_config(variant)
         source = f"checkpoint {os.fspath(path)} (variant {variant})"
     else:
         source = f"checkpoint {os.fspath(path)}"
@@ -181,13 +213,13 @@ def load_model(path: Union[str, os.PathLike], variant: Optional[str] = None) -> 
             config = stored or infer_config(state_dict)
         except CheckpointError as e:
             raise CheckpointError(f"{source}: {e}") from None
-    model = build_sam(config)
+    model = build_model(config)
     check_compatible(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
 
-def save_safetensors(model: Sam, path: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None,
+def save_safetensors(model: Union[Sam, SAM2], path: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None,
                      dtype: Optional[torch.dtype] = None) -> None:
     """Write the weights (with their config) as safetensors; `dtype` (e.g. torch.float16) stores
     floating-point tensors in that precision (they load back into the model's own dtype)."""

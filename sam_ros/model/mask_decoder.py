@@ -119,19 +119,20 @@ class MaskDecoder(nn.Module):
 
 
 class MLP(nn.Module):
-    """num_layers linear layers with ReLU between them."""
+    """num_layers linear layers with an activation (ReLU unless given) between them."""
 
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int,
-                 sigmoid_output: bool = False) -> None:
+                 sigmoid_output: bool = False, activation: Type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         self.num_layers = num_layers
         dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
         self.layers = nn.ModuleList(nn.Linear(n, k) for n, k in zip(dims[:-1], dims[1:]))
         self.sigmoid_output = sigmoid_output
+        self.act = activation()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < self.num_layers - 1:
-                x = F.relu(x)
+                x = self.act(x)
         return torch.sigmoid(x) if self.sigmoid_output else x

@@ -15,7 +15,7 @@ and output projections fold into the tokens' keys and values. Same results up to
 (parity tests against Meta's implementation), 2x fewer multiply-adds per prompt.
 """
 import math
-from typing import Optional, Tuple, Type
+from typing import Callable, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,7 @@ class TwoWayTransformer(nn.Module):
         mlp_dim: int,
         activation: Type[nn.Module] = nn.ReLU,
         attention_downsample_rate: int = 2,
+        mlp_block: Callable[[int, int, Type[nn.Module]], nn.Module] = MLPBlock,
     ) -> None:
         """
         Args:
@@ -48,6 +49,8 @@ class TwoWayTransformer(nn.Module):
             num_heads: attention heads (must divide the attention's internal dimension).
             mlp_dim: hidden width of the token MLP.
             attention_downsample_rate: cross-attention projects to embedding_dim / rate channels.
+            mlp_block: builds the token MLP from (embedding_dim, mlp_dim, activation); SAM's
+                MLPBlock (lin1 / lin2) by default, SAM 2 names the same layers layers.0 / layers.1.
         """
         super().__init__()
         self.depth = depth
@@ -62,6 +65,7 @@ class TwoWayTransformer(nn.Module):
                 activation=activation,
                 attention_downsample_rate=attention_downsample_rate,
                 skip_first_layer_pe=(i == 0),
+                mlp_block=mlp_block,
             )
             for i in range(depth)
         )
@@ -100,13 +104,14 @@ class TwoWayAttentionBlock(nn.Module):
         activation: Type[nn.Module] = nn.ReLU,
         attention_downsample_rate: int = 2,
         skip_first_layer_pe: bool = False,
+        mlp_block: Callable[[int, int, Type[nn.Module]], nn.Module] = MLPBlock,
     ) -> None:
         super().__init__()
         self.self_attn = Attention(embedding_dim, num_heads)
         self.norm1 = nn.LayerNorm(embedding_dim)
         self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, downsample_rate=attention_downsample_rate)
         self.norm2 = nn.LayerNorm(embedding_dim)
-        self.mlp = MLPBlock(embedding_dim, mlp_dim, activation)
+        self.mlp = mlp_block(embedding_dim, mlp_dim, activation)
         self.norm3 = nn.LayerNorm(embedding_dim)
         self.norm4 = nn.LayerNorm(embedding_dim)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, downsample_rate=attention_downsample_rate)

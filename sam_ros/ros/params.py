@@ -58,9 +58,10 @@ class NodeParams:
 
 
 DESCRIPTIONS = {
-    "checkpoint": "SAM checkpoint (.pth/.pt/.safetensors): official SAM ViT-B/L/H, MobileSAM, or ours. "
-                  "Empty: the embedded default model.",
-    "model_variant": "vit_b, vit_l, vit_h, vit_t, sam_ros_tiny; empty: inferred from the checkpoint.",
+    "checkpoint": "SAM checkpoint (.pth/.pt/.safetensors): official SAM ViT-B/L/H, MobileSAM, SAM 2 / 2.1 "
+                  "(sam2.1_hiera_*.pt; targets tracked by its memory), or ours. Empty: the embedded default model.",
+    "model_variant": "vit_b, vit_l, vit_h, vit_t, sam_ros_tiny, sam2.1_hiera_t ...; empty: inferred from the "
+                     "checkpoint.",
     "device": "torch device: cpu, cuda, cuda:1 ...",
     "encoder_dtype": "image encoder precision: fp32, fp16 or bf16.",
     "decoder_dtype": "prompt encoder + mask decoder precision (empty: same as the encoder).",

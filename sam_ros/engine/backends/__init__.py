@@ -3,7 +3,8 @@ SamPredictor whose image encoder (and, where it pays, prompt encoder + mask deco
 backend. The node and the command-line tools pick one by name.
 
     auto         the default: the fastest of the others that passes a parity check on this
-                 machine, measured once per (CPU, torch, weights, input size) and cached (auto.py)
+                 machine, measured once per (CPU, torch, weights, input size) and cached (auto.py);
+                 for a SAM 2 model, eager torch fp32 (SAM 2 runs on `torch` only)
     torch        eager PyTorch on CPU or CUDA, precision per part (encoder / decoder); on a CPU a
                  TinyViT encoder is fused for inference (sam_ros.model.fusion)
     compile      torch.compile with a persistent cache directory (second start reuses it)
@@ -61,6 +62,20 @@ def make_predictor(model, backend: str = "torch", device: str = "cpu", encoder_d
     """A predictor for `model` on `backend`; its `backend_name` says which backend runs (with
     `auto`: the one chosen, and `auto_choice` why). With `auto` the encoder's precision is
     chosen too (encoder_dtype is ignored; the decoder keeps decoder_dtype, default fp32)."""
+    from ...model.sam2.sam2_base import SAM2
+
+    if isinstance(model, SAM2):
+        # SAM 2 runs on eager torch only (no export or compiled path yet): `auto` means torch fp32.
+        if backend not in ("torch", "auto"):
+            raise BackendUnavailable(f"backend {backend!r} runs SAM 1 models only; SAM 2 models run on 'torch'")
+        from ..sam2_predictor import Sam2Predictor
+
+        if backend == "auto":
+            encoder_dtype, decoder_dtype = "fp32", decoder_dtype or "fp32"
+        predictor = Sam2Predictor(model, device=device, encoder_dtype=encoder_dtype,
+                                  decoder_dtype=decoder_dtype or encoder_dtype)
+        predictor.backend_name = "torch"
+        return predictor
     if backend == "auto":
         from .auto import choose_backend
 
