@@ -18,6 +18,18 @@ esac
 VENV="${SAM_ROS_VENV:-$default_venv}"
 PY="$VENV/bin/python"
 
+# Build tools (the ROS 2 interfaces are generated and compiled here): installed with apt-get when
+# missing and this runs as root (sessions, CI, containers); otherwise say what to install.
+missing=()
+for tool in python3 cmake gcc g++; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[sam_ros] installing ${missing[*]} with apt-get"
+  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv cmake gcc g++) \
+    >/tmp/sam_ros_build_tools_apt.log 2>&1 || echo "[sam_ros] apt-get failed (see /tmp/sam_ros_build_tools_apt.log)" >&2
+fi
 for tool in python3 cmake gcc g++; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "sam_ros set-up needs '$tool' (Debian/Ubuntu: apt-get install python3-venv cmake gcc g++)" >&2

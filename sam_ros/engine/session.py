@@ -51,6 +51,7 @@ class SessionConfig:
     prompt_priority: bool = True      # CPU: serve prompts between the encoder's layers
     max_pause_s: float = 0.25         # at most this much prompt work inside one frame's encoding
     max_prompt_batch: int = 256       # prompts served per model-thread round
+    catch_up_frames: int = 60         # frames kept for targets started on an older frame to catch up
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -131,6 +132,9 @@ class StreamingSession:
         self._lock = threading.RLock()
         self._last: Optional[SessionFrame] = None   # newest frame the targets are on
         self._seen: Deque[int] = deque(maxlen=256)  # keys of recent frames (encoded or not)
+        # Grey images and stamps of the last frames: a target that starts on an older frame (a
+        # prompt names the frame it was computed on) catches up through them, frame by frame.
+        self._history: Deque[Tuple[FlowFrame, float]] = deque(maxlen=max(2, self.config.catch_up_frames))
         self._since_encode = 0
         self._warned_stamps = False
         self._removed_at: Dict[str, float] = {}
@@ -273,6 +277,7 @@ class StreamingSession:
             self._last = frame
             targets = list(self._targets.values())
             if not targets:
+                self._history.append((frame.flow, frame.stamp))
                 return
             by_prev: Dict[int, List[Target]] = {}
             flows: Dict[int, FlowFrame] = {}
@@ -293,7 +298,14 @@ class StreamingSession:
                 by_prev.setdefault(id(prev), []).append(t)
                 flows[id(prev)] = prev
             for pid, group in by_prev.items():
-                self.tracker.propagate(group, flows[pid], frame.flow, frame.stamp)
+                prev = flows[pid]
+                # Frames received since the group's frame, in order (a gap of many frames is too
+                # much motion for one optical-flow step).
+                for f, f_stamp in [h for h in self._history if prev.key < h[0].key < frame.key]:
+                    self.tracker.propagate(group, prev, f, f_stamp)
+                    prev = f
+                self.tracker.propagate(group, prev, frame.flow, frame.stamp)
+            self._history.append((frame.flow, frame.stamp))
             for t in targets:
                 t.flow = frame.flow
             self._collect_ended()

@@ -6,7 +6,7 @@ target, as rqt_image_view would), sends a box prompt for another, and prints per
 scored against the scene's ground truth. Writes the node's overlay to out/demo_overlay.mp4 and the
 last overlay frame to out/demo_overlay.png.
 
-    python -m sam_ros.tools.demo [--seconds 20] [--rate 10] [--checkpoint FILE] [--device cuda]
+    python -m sam_ros.tools.demo [--seconds 20] [--rate 30] [--checkpoint FILE] [--device cuda]
 """
 import argparse
 import os
@@ -35,7 +35,10 @@ def _start_node(args, extra_params: List[str]) -> subprocess.Popen:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0, help="how long to run")
-    ap.add_argument("--rate", type=float, default=10.0, help="camera frame rate (Hz)")
+    ap.add_argument("--rate", type=float, default=30.0, help="camera frame rate (Hz)")
+    ap.add_argument("--prerender-s", type=float, default=5.0,
+                    help="seconds of camera footage rendered before the start and played forwards and "
+                         "backwards (0: render every frame live, which costs the node CPU)")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--seed", type=int, default=7, help="scene seed of the synthetic camera")
@@ -67,15 +70,17 @@ def main(argv=None) -> int:
                 print(f"  [node] {line.rstrip()}", flush=True)
 
     threading.Thread(target=echo, daemon=True).start()
-    # The camera renders in this process: at a lower priority than the node, so it does not take
-    # the node's CPU (the node runs at the priority it would have on a robot).
+    # The camera's footage is rendered before the start (--prerender-s) and this process runs at
+    # a lower priority than the node, so it does not take the node's CPU (the node runs at the
+    # priority it would have on a robot).
     try:
         os.nice(10)
     except OSError:
         pass
 
     rclpy.init()
-    camera = SyntheticCamera(seed=args.seed, width=args.width, height=args.height, rate=args.rate)
+    camera = SyntheticCamera(seed=args.seed, width=args.width, height=args.height, rate=args.rate,
+                             prerender=int(round(args.rate * args.prerender_s)))
     op = Node("demo_operator")
     results: List = []
     overlays: List = []
@@ -104,6 +109,7 @@ def main(argv=None) -> int:
     latencies: List[float] = []
     per_target: Dict[str, List[float]] = {}   # arrival times of each target's results
     exit_code = 0
+    last_print, last_encoded, last_line, last_overlay = time.monotonic(), 0.0, [], None
     try:
         while time.monotonic() - t_start < args.seconds:
             time.sleep(0.05)
@@ -171,24 +177,38 @@ def main(argv=None) -> int:
                                  f"area {obj.area}")
                     per_target.setdefault(obj.target_id, []).append(t_rx)
                 latencies.append(res.latency_ms)
-                stamp = res.header.stamp.sec + res.header.stamp.nanosec * 1e-9
-                fps = diag.get("fps_encoded", "?")
-                print(f"[{time.monotonic() - t_start:5.1f}s] frame {stamp:.3f} | " + "; ".join(parts) +
-                      f" | enc {res.encoder_ms:.0f} ms dec {res.decoder_ms:.0f} ms latency {res.latency_ms:.0f} ms"
-                      f" | {fps} fps, dropped {diag.get('frames_dropped', '?')}", flush=True)
-            while overlays:
-                m = overlays.pop(0)
+                last_line = parts
+            # One line a second: the targets' results in that second (the camera's rate when every
+            # frame gets one) and the encoder's rate, separately.
+            now = time.monotonic()
+            if now - last_print >= 1.0 and per_target:
+                rates = []
+                for tid, times in per_target.items():
+                    n = sum(1 for t in times if t > last_print)
+                    recent = ious.get(tid, [])[-n:] if n else []
+                    gt_txt = f", GT IoU {statistics.mean(recent):.2f}" if recent else ""
+                    rates.append(f"{tid} {n / (now - last_print):.0f} results/s{gt_txt}")
+                enc = float(diag.get("frames_encoded", 0) or 0)
+                print(f"[{now - t_start:5.1f}s] " + "; ".join(rates) +
+                      f" | encoder {(enc - last_encoded) / (now - last_print):.1f} frames/s | latest: " +
+                      "; ".join(last_line) + f" | dropped {diag.get('frames_dropped', '?')}", flush=True)
+                last_print, last_encoded = now, enc
+            # Overlays: the ones that arrived since the last round (a slow writer skips, never queues).
+            pending, overlays[:] = overlays[-int(args.rate):], []
+            for m in pending:
                 img = np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3)
                 bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
                 if writer is None:
                     writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"mp4v"), args.rate, (m.width, m.height))
                 writer.write(bgr)
-                cv2.imwrite(os.path.join(args.out, "demo_overlay.png"), bgr)
+                last_overlay = bgr
     except KeyboardInterrupt:
         pass
     finally:
         if writer is not None:
             writer.release()
+        if last_overlay is not None:
+            cv2.imwrite(os.path.join(args.out, "demo_overlay.png"), last_overlay)
         executor.shutdown()
         camera.destroy_node()
         op.destroy_node()
