@@ -26,21 +26,23 @@ def draw_masks(image: np.ndarray, masks: Sequence[np.ndarray], labels: Optional[
     masks: full-size H x W bool masks, or crops placed at `offsets` (x, y).
     """
     out = image.copy()
-    h, w = image.shape[:2]
     for i, m in enumerate(masks):
         if m is None or not np.any(m):
             continue
         color = color_for(keys[i] if keys is not None else i)
         x0, y0 = offsets[i] if offsets is not None else (0, 0)
-        mh, mw = m.shape
-        region = out[y0 : y0 + mh, x0 : x0 + mw]
-        m = m[: region.shape[0], : region.shape[1]].astype(bool)
-        region[m] = (region[m] * (1 - alpha) + color * alpha).astype(np.uint8)
-        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        # Work on the mask's bounding box only (an overlay per camera frame must stay cheap).
+        bx, by, bw, bh = cv2.boundingRect(np.ascontiguousarray(m, dtype=np.uint8))
+        m = np.ascontiguousarray(m[by:by + bh, bx:bx + bw], dtype=bool)
+        x0, y0 = x0 + bx, y0 + by
+        region = out[y0 : y0 + bh, x0 : x0 + bw]
+        m = m[: region.shape[0], : region.shape[1]]
+        tinted = (region * (1 - alpha) + color * alpha).astype(np.uint8)
+        region[m] = tinted[m]
+        contours, _ = cv2.findContours(m.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(region, contours, -1, tuple(int(c) for c in color), 2)
         if labels is not None and labels[i]:
-            ys, xs = np.nonzero(m)
-            org = (int(x0 + xs.min()), int(max(12, y0 + ys.min() - 4)))
+            org = (int(x0), int(max(12, y0 - 4)))
             cv2.putText(out, labels[i], org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
             cv2.putText(out, labels[i], org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return out

@@ -131,10 +131,11 @@ def main(argv=None) -> int:
                     click_pub.publish(Point(x=float(x), y=float(y), z=0.0))
                     print(f"[{now:5.1f}s] operator clicks ({x}, {y}) on object {scene.object_id[target]} -> target click_1")
                     clicked = True
-            if clicked and not boxed and now > args.seconds / 3 and results:
+            encoded = [m for _, m in results[-60:] if m.encoded]
+            if clicked and not boxed and now > args.seconds / 3 and encoded:
                 # A detector's boxes refer to the frame they were computed on: take the latest
                 # frame the node has encoded (its embedding is cached) and that frame's objects.
-                key = conv.stamp_key(results[-1][1].header.stamp)
+                key = conv.stamp_key(encoded[-1].header.stamp)
                 scene = camera.scene_at(key)
                 wholes = [] if scene is None else [i for i in range(len(scene.masks)) if scene.level[i] == 0
                                                    and int(scene.segment_id[i]) not in aim.values()]
