@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     h, w = (int(v) for v in a.size.split("x"))
     print(cpu_description(), flush=True)
-    seq = SceneSequence(seed=11, height=h, width=w, num_frames=a.loop, min_objects=a.targets, max_objects=a.targets)
+    seq = SceneSequence(seed=11, height=h, width=w, min_objects=a.targets, max_objects=a.targets,
+                        object_area_range=(0.01, 0.05))
     frames = [seq.frame(t) for t in range(a.loop)]
     session = StreamingSession(create_predictor(), SessionConfig(encode_every=a.every))
     session.step(frames[0].image, stamp=0.0, encode=True)
