@@ -222,7 +222,7 @@ class PromptTracker(Tracker):
             if t.state == TargetState.ENDED:
                 continue
             if t.state.present and t.mask is not None:
-                out.append((t, self._track_prompt(t, size), "track"))
+                out.extend((t, p, "track") for p in self._track_prompts(t, size))
                 continue
             if t.state == TargetState.OCCLUDED and t.size.any():
                 half = t.size / 2 * (1 + self.config.box_margin)
@@ -237,19 +237,21 @@ class PromptTracker(Tracker):
                     out.append((t, Prompt(np.array([[x, y]]), np.array([1]), multimask=True), "search"))
         return out
 
-    def _track_prompt(self, t: Target, size: Tuple[int, int]) -> Prompt:
+    def _track_prompts(self, t: Target, size: Tuple[int, int]) -> List[Prompt]:
         h, w = size
         x0, y0, x1, y1 = t.box if t.box is not None else t.box_xyxy()
         mx, my = (x1 - x0) * self.config.box_margin, (y1 - y0) * self.config.box_margin
         box = np.clip([x0 - mx, y0 - my, x1 + mx, y1 + my], 0, [w, h, w, h])
         points = np.array([farthest_from_boundary(t.mask)[0]], np.float64)
+        boxed = Prompt(points, np.array([1]), box, None, multimask=False)
         if t.prompt.box is None:
-            # Started from clicks: re-prompted with a point too, the three candidates decoded,
-            # and the one that agrees with the propagated mask taken (correct() does that), so the
-            # granularity the operator picked (a whole object, or a part) is kept; a box made from
-            # the target's own mask would also carry any neighbour the first mask took in.
-            return Prompt(points, np.array([1]), None, None, multimask=True)
-        return Prompt(points, np.array([1]), box, None, multimask=False)
+            # Started from clicks: also re-prompted by the point alone, its three candidates
+            # decoded; correct() takes the accepted candidate that agrees best with the
+            # propagated mask, so the granularity the operator picked (a whole object, or a part)
+            # is kept, and a box made from the target's own mask cannot carry in a neighbour the
+            # first mask took; the boxed prompt stands in where the point alone is uncertain.
+            return [Prompt(points, np.array([1]), None, None, multimask=True), boxed]
+        return [boxed]
 
     def correct(self, targets_prompts: Sequence[Tuple[Target, Prompt, str]], preds: Sequence[MaskPrediction],
                 rgb: np.ndarray, flow: FlowFrame, embedding: Optional[ImageEmbedding], stamp: float) -> None:
@@ -279,7 +281,11 @@ class PromptTracker(Tracker):
             if kind == "track":
                 ok = (iou >= cfg.min_iou and cfg.min_area_ratio <= ratio <= cfg.max_area_ratio
                       and colour >= cfg.min_colour)
-                tracked[id(t)] = (t, pred, chosen, ok, mask)
+                # Several asks for one target: the accepted one closest to the propagation.
+                agree = _mask_iou(mask, t.mask) if t.mask is not None else 0.0
+                best = tracked.get(id(t))
+                if best is None or (ok, agree) > (best[3], best[5]):
+                    tracked[id(t)] = (t, pred, chosen, ok, mask, agree)
             else:
                 ok = (iou >= cfg.reacquire_iou and cfg.reacquire_area[0] <= ratio <= cfg.reacquire_area[1]
                       and colour >= cfg.reacquire_colour and cos >= cfg.reacquire_feature)
@@ -287,7 +293,7 @@ class PromptTracker(Tracker):
                 if ok and (id(t) not in searched or score > searched[id(t)][3]):
                     searched[id(t)] = (t, pred, chosen, score, mask)
         present_masks = []
-        for t, pred, chosen, ok, mask in tracked.values():
+        for t, pred, chosen, ok, mask, _ in tracked.values():
             if ok:
                 self._anchor(t, mask, pred, chosen, flow, stamp, cfg.appearance_rate, rgb, embedding)
                 present_masks.append(t.mask)
