@@ -64,11 +64,6 @@ class Target:
     flow: Optional[FlowFrame] = None    # the frame `points` are on
 
     @property
-    def points(self) -> np.ndarray:
-        """P x 2 flow points on frame `key`."""
-        return self.track.current if self.track is not None else np.zeros((0, 2), np.float32)
-
-    @property
     def area(self) -> int:
         return int(np.count_nonzero(self.mask)) if self.mask is not None else 0
 
