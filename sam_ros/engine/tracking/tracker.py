@@ -49,6 +49,9 @@ class TrackingConfig:
     min_point_survival: float = 0.5   # re-sample the flow points when fewer than this share remain
     max_candidates: int = 3          # re-acquisition candidates per absent target and encoded frame
     velocity_decay: float = 0.9      # extrapolated motion of an absent target slows down per frame
+    partial_view: float = 0.8        # visible area below this share of the reference: partly hidden
+    regrow_colour: float = 0.7       # a partly hidden target grows back where the new pixels look
+                                     # like it (colour similarity of what a decode adds)
 
 
 def _bbox(mask: np.ndarray) -> Tuple[int, int, int, int]:
@@ -195,13 +198,22 @@ class PromptTracker(Tracker):
                 self._go_absent(t, stamp)   # carried out of the view
                 t.center = _moved_center(m, t)
                 continue
-            # The reference area follows the scale the flow measures.
-            t.appearance.area *= abs(np.linalg.det(m[:, :2])) / max(1e-9, abs(np.linalg.det(t.matrix[:, :2])))
+            # The reference area follows the scale the flow measures, while the target is in full
+            # view: on a partial view (an occluder or the image border cuts it) the points sit on
+            # what is left of it and their fit reads the loss of area as shrinking (measured:
+            # the reference fell to a tenth in 20 frames while the object kept its size), and the
+            # box would shrink with it and stop the target from growing back.
+            full_view = t.appearance.area <= 0 or np.count_nonzero(mask) >= self.config.partial_view * t.appearance.area
+            scale = abs(np.linalg.det(m[:, :2])) if full_view else abs(np.linalg.det(t.matrix[:, :2]))
+            t.appearance.area *= scale / max(1e-9, abs(np.linalg.det(t.matrix[:, :2])))
             if t.anchor_box is not None:
                 # The box moves with the object's centre and scales with it (not with its rotation).
                 bc = (t.anchor_box[:2] + t.anchor_box[2:]) / 2
                 nc = m[:, :2] @ bc + m[:, 2]
-                half = (t.anchor_box[2:] - t.anchor_box[:2]) / 2 * np.sqrt(abs(np.linalg.det(m[:, :2])))
+                if not full_view:   # keep the box's size
+                    scale = ((t.box[2:] - t.box[:2]).prod() / max(1e-9, (t.anchor_box[2:] - t.anchor_box[:2]).prod())
+                             if t.box is not None else 1.0)
+                half = (t.anchor_box[2:] - t.anchor_box[:2]) / 2 * np.sqrt(scale)
                 t.box = np.concatenate([nc - half, nc + half])
             c = np.array([bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2])
             t.velocity = 0.5 * t.velocity + 0.5 * (c - t.center)
@@ -244,14 +256,48 @@ class PromptTracker(Tracker):
         box = np.clip([x0 - mx, y0 - my, x1 + mx, y1 + my], 0, [w, h, w, h])
         points = np.array([farthest_from_boundary(t.mask)[0]], np.float64)
         boxed = Prompt(points, np.array([1]), box, None, multimask=False)
-        if t.prompt.box is None:
+        if t.prompt.box is None or self._partly_hidden(t):
             # Started from clicks: also re-prompted by the point alone, its three candidates
             # decoded; correct() takes the accepted candidate that agrees best with the
             # propagated mask, so the granularity the operator picked (a whole object, or a part)
             # is kept, and a box made from the target's own mask cannot carry in a neighbour the
             # first mask took; the boxed prompt stands in where the point alone is uncertain.
+            # A box target that is partly hidden gets the point alone too: its box follows
+            # what is visible, and a candidate of the point alone is how it grows back when the
+            # object comes out from behind the occluder (correct(): `_regrown`).
             return [Prompt(points, np.array([1]), None, None, multimask=True), boxed]
         return [boxed]
+
+    def _partly_hidden(self, t: Target) -> bool:
+        return t.appearance.area > 0 and t.area < self.config.partial_view * t.appearance.area
+
+    def _regrown(self, t: Target, pred: MaskPrediction, rgb: np.ndarray) -> Optional[int]:
+        """For a partly hidden target: the largest candidate of this decode that holds the
+        propagated mask, is no larger than the target in full view, and whose added pixels look
+        like the target (the decode's box and band clips would keep it from growing back)."""
+        cfg = self.config
+        prop = t.mask
+        n_prop = np.count_nonzero(prop)
+        ref = t.appearance.area
+        if n_prop == 0 or ref <= 0 or t.appearance.histogram is None:
+            return None
+        best, best_area = None, 0
+        near = None
+        for k, m in enumerate(pred.masks):
+            area = np.count_nonzero(m)
+            if (pred.iou_predictions[k] < cfg.min_iou or area <= 1.1 * n_prop or area > 1.25 * ref
+                    or np.count_nonzero(m & prop) < 0.8 * n_prop or area <= best_area):
+                continue
+            if near is None:   # what the propagation could explain: its mask grown by the band
+                near = _clip_to_band(np.ones_like(prop), prop, t.bbox, cfg.band)
+            added = m & ~near
+            if not added.any():
+                continue
+            colour = app.histogram_similarity(t.appearance.histogram,
+                                              app.colour_histogram(rgb, added, _bbox(added)))
+            if colour >= cfg.regrow_colour:
+                best, best_area = k, area
+        return best
 
     def correct(self, targets_prompts: Sequence[Tuple[Target, Prompt, str]], preds: Sequence[MaskPrediction],
                 rgb: np.ndarray, flow: FlowFrame, embedding: Optional[ImageEmbedding], stamp: float) -> None:
@@ -262,14 +308,20 @@ class PromptTracker(Tracker):
         for (t, prompt, kind), pred in zip(targets_prompts, preds):
             chosen = int(np.argmax(pred.iou_predictions))
             mask = pred.masks[chosen]
+            regrown = None
             if kind == "track" and t.mask is not None and t.mask.any():
-                if len(pred.iou_predictions) > 1:   # the candidate closest to the propagated mask
-                    chosen = int(np.argmax([_mask_iou(m, t.mask) for m in pred.masks]))
-                    mask = pred.masks[chosen]
-                box = prompt.box if prompt.box is not None else t.box
-                if box is not None:
-                    mask = _clip_to_box(mask, box, cfg.clip_margin)
-                mask = _clip_to_band(mask, t.mask, t.bbox, cfg.band)
+                if prompt.box is None and self._partly_hidden(t):
+                    regrown = self._regrown(t, pred, rgb)
+                if regrown is not None:
+                    chosen, mask = regrown, pred.masks[regrown]
+                else:
+                    if len(pred.iou_predictions) > 1:   # the candidate closest to the propagated mask
+                        chosen = int(np.argmax([_mask_iou(m, t.mask) for m in pred.masks]))
+                        mask = pred.masks[chosen]
+                    box = prompt.box if prompt.box is not None else t.box
+                    if box is not None:
+                        mask = _clip_to_box(mask, box, cfg.clip_margin)
+                    mask = _clip_to_band(mask, t.mask, t.bbox, cfg.band)
             if not mask.any():
                 continue
             bbox = _bbox(mask)
@@ -283,9 +335,10 @@ class PromptTracker(Tracker):
                       and colour >= cfg.min_colour)
                 # Several asks for one target: the accepted one closest to the propagation.
                 agree = _mask_iou(mask, t.mask) if t.mask is not None else 0.0
+                grows = ok and regrown is not None
                 best = tracked.get(id(t))
-                if best is None or (ok, agree) > (best[3], best[5]):
-                    tracked[id(t)] = (t, pred, chosen, ok, mask, agree)
+                if best is None or (grows, ok, agree) > (best[6], best[3], best[5]):
+                    tracked[id(t)] = (t, pred, chosen, ok, mask, agree, grows)
             else:
                 ok = (iou >= cfg.reacquire_iou and cfg.reacquire_area[0] <= ratio <= cfg.reacquire_area[1]
                       and colour >= cfg.reacquire_colour and cos >= cfg.reacquire_feature)
@@ -293,9 +346,9 @@ class PromptTracker(Tracker):
                 if ok and (id(t) not in searched or score > searched[id(t)][3]):
                     searched[id(t)] = (t, pred, chosen, score, mask)
         present_masks = []
-        for t, pred, chosen, ok, mask, _ in tracked.values():
-            if ok:
-                self._anchor(t, mask, pred, chosen, flow, stamp, cfg.appearance_rate, rgb, embedding)
+        for t, pred, chosen, ok, mask, _, grows in tracked.values():
+            if ok:   # grown back: the box starts again from the grown mask
+                self._anchor(t, mask, pred, chosen, flow, stamp, cfg.appearance_rate, rgb, embedding, found=grows)
                 present_masks.append(t.mask)
             else:
                 self._go_absent(t, stamp)
