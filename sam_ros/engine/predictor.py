@@ -6,6 +6,7 @@ mask decoder on one embedding for a batch of prompts. The numpy API (``encode``/
 ``predict_prompts``, and the reference-style ``set_image``/``predict``) sits over the torch API
 (``encode_torch``/``decode_torch``).
 """
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -410,6 +411,17 @@ class SamPredictor:
             for j, i in enumerate(idx):
                 results[i] = pred.select(j)
         return results  # type: ignore[return-value]
+
+    def warm_up(self, image_size: Tuple[int, int] = (480, 640)) -> float:
+        """One encode and one decode on a blank frame, so the first real frame does not pay for
+        the kernels' first-use set-up (measured in a fresh node process on the 2-core CPU: the
+        first frame's encode took over a second, long enough for a click waiting on it to miss
+        prompt_wait_s). Returns the seconds it took; nothing of it is kept."""
+        t0 = time.perf_counter()
+        h, w = image_size
+        embedding = self.encode(np.zeros((h, w, 3), np.uint8))
+        self.decode(embedding, point_coords=np.array([[w / 2, h / 2]]), point_labels=np.array([1]))
+        return time.perf_counter() - t0
 
     # ---- reference-style stateful API -----------------------------------------------------
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:

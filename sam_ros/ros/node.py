@@ -84,15 +84,16 @@ class SamCore:
     def _load_model(self) -> None:
         p = self.params
         t0 = time.perf_counter()
-        self.predictor = in_own_thread(create_predictor, p.checkpoint, p.model_variant, p.device, p.encoder_dtype,
-                                       p.decoder_dtype, p.backend, p.backend_cache_dir)
+        self.predictor, warm_s = in_own_thread(_load_and_warm_up, p.checkpoint, p.model_variant, p.device,
+                                               p.encoder_dtype, p.decoder_dtype, p.backend, p.backend_cache_dir)
         self.predictor.stability_offset = p.stability_offset
         model = self.predictor.model
         if getattr(model, "random_weights", False):
             self.get_logger().warning("RANDOM WEIGHTS: the embedded default model is not installed; masks are meaningless")
         self.get_logger().info(
             f"model {getattr(model, 'config', None) and model.img_size}px input on {p.device} "
-            f"({p.backend}, encoder {p.encoder_dtype}) loaded in {time.perf_counter() - t0:.1f} s")
+            f"({p.backend}, encoder {p.encoder_dtype}) loaded in {time.perf_counter() - t0:.1f} s "
+            f"(first encode and decode on a blank frame: {warm_s:.2f} s)")
         self._auto_generator = self._make_auto_generator(p)
 
     def _free_model(self) -> None:
@@ -499,6 +500,11 @@ class SamNode(SamCore, Node):
 def _msg_prompt(msg) -> Callable[[Tuple[int, int], int], Prompt]:
     """A sam_ros/Prompt message becomes a Prompt once its frame's size is known."""
     return lambda size, low_res: conv.prompt_from_msg(msg, size, low_res)
+
+
+def _load_and_warm_up(*args: Any) -> Tuple[Any, float]:
+    predictor = create_predictor(*args)
+    return predictor, predictor.warm_up()
 
 
 def in_own_thread(fn: Callable[..., Any], *args: Any) -> Any:
