@@ -522,7 +522,10 @@ def test_compressed_transport_and_corrupt_jpeg():
     domain = DOMAIN + 2
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
-    proc = NodeProcess(domain, params={"image_transport": "compressed", "image_topic": "cam2"}, name="sam_jpeg")
+    # (prompt_wait_s: this test is about the transport; on a loaded CI machine the first frame's
+    # encode took more than the default second and its prompt was dropped.)
+    proc = NodeProcess(domain, params={"image_transport": "compressed", "image_topic": "cam2", "prompt_wait_s": 5.0},
+                       name="sam_jpeg")
     try:
         assert proc.wait_for_log("listening on", 90), proc.log
         c = Client(context, node_name="sam_jpeg", image_topic="cam2")
