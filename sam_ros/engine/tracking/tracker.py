@@ -49,6 +49,8 @@ class TrackingConfig:
     min_point_survival: float = 0.5   # re-sample the flow points when fewer than this share remain
     max_candidates: int = 3          # re-acquisition candidates per absent target and encoded frame
     velocity_decay: float = 0.9      # extrapolated motion of an absent target slows down per frame
+    same_object_iou: float = 0.85    # a decode this close to the propagated mask shows the same
+                                     # object at the same granularity (then the model's best-rated is taken)
     partial_view: float = 0.8        # visible area below this share of the reference: partly hidden
     regrow_colour: float = 0.7       # a partly hidden target grows back where the new pixels look
                                      # like it (colour similarity of what a decode adds)
@@ -322,8 +324,13 @@ class PromptTracker(Tracker):
                 if regrown is not None:
                     chosen, mask = regrown, pred.masks[regrown]
                 else:
-                    if len(pred.iou_predictions) > 1:   # the candidate closest to the propagated mask
-                        chosen = int(np.argmax([_mask_iou(m, t.mask) for m in pred.masks]))
+                    if len(pred.iou_predictions) > 1:
+                        # Of the candidates that agree with the propagated mask (the same
+                        # granularity), the one the model rates best; else the closest.
+                        agrees = [_mask_iou(m, t.mask) for m in pred.masks]
+                        same = [k for k, a in enumerate(agrees) if a >= cfg.same_object_iou]
+                        chosen = (max(same, key=lambda k: pred.iou_predictions[k]) if same
+                                  else int(np.argmax(agrees)))
                         mask = pred.masks[chosen]
                     box = prompt.box if prompt.box is not None else t.box
                     if box is not None:
@@ -343,9 +350,10 @@ class PromptTracker(Tracker):
                 # Several asks for one target: the accepted one closest to the propagation.
                 agree = _mask_iou(mask, t.mask) if t.mask is not None else 0.0
                 grows = ok and regrown is not None
+                rank = (grows, ok, agree >= cfg.same_object_iou, iou if agree >= cfg.same_object_iou else agree)
                 best = tracked.get(id(t))
-                if best is None or (grows, ok, agree) > (best[6], best[3], best[5]):
-                    tracked[id(t)] = (t, pred, chosen, ok, mask, agree, grows)
+                if best is None or rank > best[5]:
+                    tracked[id(t)] = (t, pred, chosen, ok, mask, rank, grows)
             else:
                 ok = (iou >= cfg.reacquire_iou and cfg.reacquire_area[0] <= ratio <= cfg.reacquire_area[1]
                       and colour >= cfg.reacquire_colour and cos >= cfg.reacquire_feature)
