@@ -14,7 +14,7 @@ or --every. Also reported: frames with a mask while the target was absent, re-ac
 after each full occlusion / exit (frames from reappearing to the first re-acquired result), and the
 tracking cost per target per frame.
 
-    python benchmarks/bench_tracking.py [--quick] [--sizes 480x640,720x1280] [--every N]
+    python benchmarks/bench_tracking.py [--quick] [--sizes 480x640,720x1280] [--every N] [--multi]
 """
 import argparse
 import math
@@ -113,6 +113,44 @@ def run_oracle(pred, seq, t0, every, kind):
     return out
 
 
+def object_mask(scene, object_id, min_area_frac=0.002):
+    idx = np.flatnonzero((scene.object_id == object_id) & (scene.level == 0))
+    if len(idx) == 0 or np.count_nonzero(scene.masks[idx[0]]) < min_area_frac * scene.masks[idx[0]].size:
+        return None
+    return scene.masks[idx[0]]
+
+
+def run_multi(pred, seq, every):
+    """Every object in view on the first frame started as a box target in one session; per frame
+    and target: IoU with its own object (absent: 1 without a mask, 0 with one), and an identity
+    switch whenever a target's mask covers another object better than its own (IoU > 0.5 with it).
+    Returns (J over targets and frames, switches, targets, tracking ms per target per frame)."""
+    s = StreamingSession(pred, SessionConfig(encode_every=every))
+    scene = seq.frame(0)
+    s.step(scene.image, stamp=0.0, encode=True)
+    ids = [int(o) for o in np.unique(scene.object_id[scene.level == 0]) if object_mask(scene, o) is not None]
+    for o in ids:
+        s.add_target(f"obj{o}", Prompt(box=box_of(object_mask(scene, o)), multimask=False))
+    j, switches, cost = [], 0, []
+    on_other = {o: False for o in ids}
+    for t in range(1, seq.num_frames):
+        scene = seq.frame(t)
+        r = s.step(scene.image, stamp=t / 30)
+        cost.append(r.track_ms / max(1, len(ids)))
+        got = {o.target_id: o.mask for o in r.objects}
+        truth = {o: object_mask(scene, o) for o in np.unique(scene.object_id[scene.level == 0])}
+        for o in ids:
+            m, gt = got.get(f"obj{o}"), truth.get(o)
+            j.append((iou(m, gt) if m is not None else 0.0) if gt is not None else float(m is None))
+            own = iou(m, gt) if m is not None and gt is not None else 0.0
+            other = max((iou(m, g) for k, g in truth.items() if k != o and g is not None), default=0.0) \
+                if m is not None else 0.0
+            now_other = other > 0.5 and other > own
+            switches += int(now_other and not on_other[o])
+            on_other[o] = now_other
+    return float(np.mean(j)), switches, len(ids), float(np.median(cost))
+
+
 def score(frames):
     j = [(iou(m, gt) if m is not None else 0.0) if gt is not None else float(m is None) for gt, m, *_ in frames]
     fp = sum(1 for gt, m, *_ in frames if gt is None and m is not None)
@@ -135,12 +173,15 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="480x640,720x1280")
     ap.add_argument("--every", type=int, default=0, help="encode every n-th frame (0: from this machine's speed)")
     ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--multi", action="store_true", help="also: all objects of a sequence as targets at once "
+                    "(identity switches), 2 seeds per scenario")
+    ap.add_argument("--multi-only", action="store_true", help="only the several-targets runs")
     a = ap.parse_args(argv)
     print(cpu_description(), flush=True)
     pred = create_predictor()
     sizes = [tuple(int(v) for v in s.split("x")) for s in ("480x640" if a.quick else a.sizes).split(",")]
     seeds = HELD_OUT_SEEDS[:2] if a.quick else HELD_OUT_SEEDS
-    rows = []
+    rows, multi, every_at = [], [], {}
     for h, w in sizes:
         every = a.every
         if not every:
@@ -154,7 +195,8 @@ def main(argv=None) -> int:
                 ts.append((time.perf_counter() - t) * 1000)
             every = max(1, math.ceil(np.median(ts) / (1000 / 30)))
             print(f"{w}x{h}: encoder+decoder {np.median(ts):.0f} ms -> one frame in {every} encoded at 30 Hz", flush=True)
-        for scenario in SCENARIOS:
+        every_at[(h, w)] = every
+        for scenario in SCENARIOS if not a.multi_only else ():
             for seed in seeds:
                 kind = "box" if seed % 2 == 0 else "click"
                 seq = TrackingSequence(scenario, seed, h, w, num_frames=a.frames)
@@ -169,6 +211,16 @@ def main(argv=None) -> int:
                       f"{res['session'][0]:.3f} oracle {res['oracle'][0]:.3f} | absent-with-mask "
                       f"{res['main'][1]}/{res['session'][1]}/{res['oracle'][1]} | reacq delays "
                       f"{res['session'][2]} | flow {np.median(track):.2f} ms", flush=True)
+    if a.multi or a.multi_only:
+        print("\nseveral targets at once: every object in view on frame 0 a box target", flush=True)
+        for h, w in sizes:
+            for scenario in SCENARIOS:
+                for seed in seeds[:2]:
+                    seq = TrackingSequence(scenario, seed, h, w, num_frames=a.frames)
+                    jm, sw, n, cost = run_multi(pred, seq, every_at[(h, w)])
+                    multi.append((f"{w}x{h}", jm, sw, n, cost))
+                    print(f"{w}x{h} {scenario:13s} {seed} {n} targets: J {jm:.3f}, identity switches {sw}, "
+                          f"tracking {cost:.2f} ms per target per frame", flush=True)
     print("\nsummary (mean over sequences)")
     for size in sorted({r[0] for r in rows}):
         rs = [r for r in rows if r[0] == size]
@@ -179,6 +231,11 @@ def main(argv=None) -> int:
               f"re-acquired within 10 frames {within}/{len(delays)}; frames with a mask while absent "
               f"{sum(r[4]['session'][1] for r in rs)} (main {sum(r[4]['main'][1] for r in rs)}); "
               f"flow per target per frame median {np.median([r[5] for r in rs]):.2f} ms")
+    for size in sorted({m[0] for m in multi}):
+        ms = [m for m in multi if m[0] == size]
+        print(f"  {size}, several targets: {sum(m[3] for m in ms)} targets in {len(ms)} sequences, J "
+              f"{np.mean([m[1] for m in ms]):.3f}, identity switches {sum(m[2] for m in ms)}, tracking "
+              f"{np.median([m[4] for m in ms]):.2f} ms per target per frame")
     return 0
 
 
