@@ -494,6 +494,7 @@ def test_latest_frame_wins_under_a_fast_camera(client, node):
     client.prompt_pub.publish(point_prompt(h, 320, 240, target_id="fast"))
     assert client.wait(lambda: client.results_for("fast"), 20), node.log[-2000:]
     dropped0 = client.diag_int("frames_dropped")
+    published0 = client.diag_int("results_published")
     rss = []
     n_results0 = len(client.results_for("fast"))
     total = 2500
@@ -510,7 +511,11 @@ def test_latest_frame_wins_under_a_fast_camera(client, node):
     assert rate > 60, f"camera only reached {rate:.0f} Hz"
     # Latest frame wins for the encoder; the tracking thread drops what it cannot keep up with.
     assert client.diag_int("frames_encoded") < client.diag_int("frames_received") // 4, client.diag
-    assert client.diag_int("frames_dropped") > dropped0, client.diag
+    # A tracking thread that cannot keep up drops frames (counted); one that can (a fast CPU: 88-143
+    # Hz kept up with on an AMD EPYC) publishes a result for nearly every frame (the node's count:
+    # this client's own queue loses results at that rate). Either way no backlog (below).
+    published = client.diag_int("results_published") - published0
+    assert client.diag_int("frames_dropped") > dropped0 or published >= 0.9 * total, (published, client.diag)
     assert len(lat) > 20
     early, late = np.median(lat[5:25]), np.median(lat[-20:])
     assert late < 2 * early + 100, (early, late)  # no queue builds up behind the encoder
