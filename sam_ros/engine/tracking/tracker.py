@@ -203,7 +203,8 @@ class PromptTracker(Tracker):
             t.age_frames += 1
             t.propagated = True
             t.key, t.stamp = cur.key, stamp
-            if bbox[2] == 0 or np.count_nonzero(mask) < 0.1 * max(1.0, t.appearance.area) and _left_view(m, t, w, h):
+            area = np.count_nonzero(mask)
+            if bbox[2] == 0 or area < 0.1 * max(1.0, t.appearance.area) and _left_view(m, t, w, h):
                 self._go_absent(t, stamp)   # carried out of the view
                 t.center = _moved_center(m, t)
                 continue
@@ -212,7 +213,7 @@ class PromptTracker(Tracker):
             # what is left of it and their fit reads the loss of area as shrinking (measured:
             # the reference fell to a tenth in 20 frames while the object kept its size), and the
             # box would shrink with it and stop the target from growing back.
-            full_view = t.appearance.area <= 0 or np.count_nonzero(mask) >= self.config.partial_view * t.appearance.area
+            full_view = t.appearance.area <= 0 or area >= self.config.partial_view * t.appearance.area
             scale = abs(np.linalg.det(m[:, :2])) if full_view else abs(np.linalg.det(t.matrix[:, :2]))
             t.appearance.area *= scale / max(1e-9, abs(np.linalg.det(t.matrix[:, :2])))
             if t.anchor_box is not None:
@@ -267,9 +268,9 @@ class PromptTracker(Tracker):
         boxed = Prompt(points, np.array([1]), box, None, multimask=False)
         if t.prompt.box is None or self._partly_hidden(t):
             # Started from clicks: also re-prompted by the point alone, its three candidates
-            # decoded; correct() takes the accepted candidate that agrees best with the
-            # propagated mask, so the granularity the operator picked (a whole object, or a part)
-            # is kept, and a box made from the target's own mask cannot carry in a neighbour the
+            # decoded; correct() takes, of the accepted candidates that agree with the propagated
+            # mask, the one the model rates best, so the granularity the operator picked (a whole
+            # object, or a part) is kept, and a box made from the target's own mask cannot carry in a neighbour the
             # first mask took; the boxed prompt stands in where the point alone is uncertain.
             # A box target that is partly hidden gets the point alone too: its box follows
             # what is visible, and a candidate of the point alone is how it grows back when the
