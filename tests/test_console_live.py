@@ -153,8 +153,6 @@ def _frame_with(driver, tid, after_t):
         tid, after_t), 30)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12: on this test's camera the tracker rejects the click target's "
-                   "re-segmented mask and reports it occluded, so the node publishes no mask to draw")
 def test_click_background_click_box_and_remove_on_the_page(setup, scene):
     driver, camera, node, console = setup
     plain = canvas_rgb(driver)

@@ -196,10 +196,19 @@ def test_live_session_choose_sends_the_chosen_candidate_as_mask_prompt():
     tid = s.handle({"action": "click", "x": 10, "y": 10})["target"]
     cands = [(np.ones((h, h), bool), (2, 3), iou) for h, iou in ((30, 0.8), (10, 0.9), (4, 0.7))]
     s.on_result([_crop_view(tid, 3, 2, 10, 10, candidates=cands, chosen=1)])
+    # The node's per-frame results carry one mask: the click's three candidates stay on offer.
+    s.on_result([_crop_view(tid, 4, 2, 10, 10)])
+    assert s.state()["targets"][0]["candidates"] == [0.8, 0.9, 0.7]
     s.handle({"action": "choose", "target": tid, "index": 0})
     spec = sent[-1][1]
     assert spec.mask_input.shape == (50, 60) and spec.mask_input.sum() == 900 and spec.mask_input[3, 2]
     assert not spec.multimask and spec.points == [(10.0, 10.0)]
+    s.on_result([_crop_view(tid, 3, 2, 30, 30)])
+    assert s.state()["targets"][0]["candidates"] == [0.8, 0.9, 0.7]  # the choice can still change
+    # A new click on the target: its decode brings its own candidates (none while waiting).
+    s.handle({"action": "click", "x": 20, "y": 20, "label": 0})
+    s.on_result([_crop_view(tid, 3, 2, 30, 30)])
+    assert s.state()["targets"][0]["candidates"] == []
 
 
 # ---- the HTTP server's safety rules --------------------------------------------------------------

@@ -98,6 +98,11 @@ class LiveSession:
                     self.targets.pop(o.target_id, None)
                     continue
                 o.updated = now
+                prev = self.targets.get(o.target_id)
+                if not o.candidates and prev is not None and prev.candidates:
+                    # Per-frame results carry one mask; the whole / part / subpart choice of the
+                    # click stays on offer until the target is prompted again from here.
+                    o.candidates, o.chosen = prev.candidates, prev.chosen
                 self.targets[o.target_id] = o
         self.on_change()
 
@@ -123,6 +128,8 @@ class LiveSession:
                 spec.labels.append(label)
                 spec.multimask = len(spec.points) == 1 and spec.box is None
                 spec.mask_input = None
+                if spec.target_id in self.targets:
+                    self.targets[spec.target_id].candidates = []  # the new decode brings its own
                 out.append(("prompt", spec))
             elif action == "box":
                 spec = PromptSpec(self._prefix + str(next(self._ids)), box=P.box(msg, size), multimask=False)
@@ -157,6 +164,7 @@ class LiveSession:
                 full = np.zeros(self.frame.shape[:2], bool)
                 full[y:y + crop.shape[0], x:x + crop.shape[1]] = crop
                 spec.mask_input, spec.multimask = full, False
+                obj.chosen = i
                 out.append(("prompt", spec))
                 self.info = f"{tid}: {LEVELS[i] if i < 3 else i} chosen"
             else:
