@@ -114,11 +114,12 @@ class PromptTracker(Tracker):
         if bbox[2] > 0:
             target.box = self._next_box(target.box if rate < 1.0 and not found else None, bbox,
                                         may_grow=target.prompt.box is None)
-            c = np.array([bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2])
-            target.center = c
-            target.size = np.array(bbox[2:], np.float64)
-            self._set_anchor(target, mask, bbox, flow)
             area = float(np.count_nonzero(mask))
+            if found or rate >= 1.0 or area >= self.config.partial_view * target.appearance.area:
+                target.center = np.array([bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2])
+                target.size = np.array(bbox[2:], np.float64)
+            # else partly hidden: the whole object's centre and size stay as propagated
+            self._set_anchor(target, mask, bbox, flow)
             # The appearance model follows a fully visible target only (a partial view would
             # shrink the reference area and skew the colours).
             ref = target.appearance.area
@@ -225,7 +226,13 @@ class PromptTracker(Tracker):
                              if t.box is not None else 1.0)
                 half = (t.anchor_box[2:] - t.anchor_box[:2]) / 2 * np.sqrt(scale)
                 t.box = np.concatenate([nc - half, nc + half])
-            c = np.array([bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2])
+            if full_view:
+                c = np.array([bbox[0] + bbox[2] / 2, bbox[1] + bbox[3] / 2])
+            else:
+                # Partly hidden: the visible part's centre slides towards what is left in view;
+                # the whole object's centre moves with the points on it (where it is searched
+                # for if it goes on to vanish behind the occluder).
+                c = _carry(t.center, t.matrix, m)
             t.velocity = 0.5 * t.velocity + 0.5 * (c - t.center)
             t.center = c
             t.mask, t.bbox, t.matrix = mask, bbox, m
@@ -309,6 +316,34 @@ class PromptTracker(Tracker):
                 best, best_area = k, area
         return best
 
+    def _searched(self, t: Target, pred: MaskPrediction, rgb: np.ndarray,
+                  embedding: Optional[ImageEmbedding]) -> Optional[Tuple[int, float]]:
+        """(candidate, score) of a search decode that passes as the absent target, or None. Every
+        candidate is weighed, not only the model's best-rated: an object coming out from behind an
+        occluder shows a part of itself, which the point's part-level candidate covers while the
+        best-rated one spills over what is next to it (measured on the occlusion footage: the
+        target's part passed 3 frames after it reappeared, the best-rated mask failed on colour
+        until a wrong object passed 15 frames later)."""
+        cfg = self.config
+        best = None
+        for k, mask in enumerate(pred.masks):
+            iou = float(pred.iou_predictions[k])
+            if iou < cfg.reacquire_iou or not mask.any():
+                continue
+            ratio = np.count_nonzero(mask) / max(1.0, t.appearance.area)
+            if not cfg.reacquire_area[0] <= ratio <= cfg.reacquire_area[1]:
+                continue
+            colour = app.histogram_similarity(t.appearance.histogram, app.colour_histogram(rgb, mask, _bbox(mask)))
+            if colour < cfg.reacquire_colour:
+                continue
+            feature = app.pooled_feature(embedding, mask) if embedding is not None else None
+            cos = float(feature @ t.appearance.feature) if feature is not None and t.appearance.feature is not None else 0.0
+            if cos < cfg.reacquire_feature:
+                continue
+            if best is None or colour + cos > best[1]:
+                best = (k, colour + cos)
+        return best
+
     def correct(self, targets_prompts: Sequence[Tuple[Target, Prompt, str]], preds: Sequence[MaskPrediction],
                 rgb: np.ndarray, flow: FlowFrame, embedding: Optional[ImageEmbedding], stamp: float) -> None:
         """Accept or reject the decoded masks of one encoded frame; update every target's state."""
@@ -316,6 +351,11 @@ class PromptTracker(Tracker):
         tracked = {}
         searched = {}
         for (t, prompt, kind), pred in zip(targets_prompts, preds):
+            if kind == "search":
+                found = self._searched(t, pred, rgb, embedding)
+                if found is not None and (id(t) not in searched or found[1] > searched[id(t)][3]):
+                    searched[id(t)] = (t, pred, found[0], found[1], pred.masks[found[0]])
+                continue
             chosen = int(np.argmax(pred.iou_predictions))
             mask = pred.masks[chosen]
             regrown = None
@@ -342,25 +382,17 @@ class PromptTracker(Tracker):
             bbox = _bbox(mask)
             area = float(np.count_nonzero(mask))
             ratio = area / max(1.0, t.appearance.area)
-            feature = app.pooled_feature(embedding, mask) if embedding is not None else None
-            cos, colour = t.appearance.score(feature, app.colour_histogram(rgb, mask, bbox))
+            colour = app.histogram_similarity(t.appearance.histogram, app.colour_histogram(rgb, mask, bbox))
             iou = float(pred.iou_predictions[chosen])
-            if kind == "track":
-                ok = (iou >= cfg.min_iou and cfg.min_area_ratio <= ratio <= cfg.max_area_ratio
-                      and colour >= cfg.min_colour)
-                # Several asks for one target: the accepted one closest to the propagation.
-                agree = _mask_iou(mask, t.mask) if t.mask is not None else 0.0
-                grows = ok and regrown is not None
-                rank = (grows, ok, agree >= cfg.same_object_iou, iou if agree >= cfg.same_object_iou else agree)
-                best = tracked.get(id(t))
-                if best is None or rank > best[5]:
-                    tracked[id(t)] = (t, pred, chosen, ok, mask, rank, grows)
-            else:
-                ok = (iou >= cfg.reacquire_iou and cfg.reacquire_area[0] <= ratio <= cfg.reacquire_area[1]
-                      and colour >= cfg.reacquire_colour and cos >= cfg.reacquire_feature)
-                score = colour + cos
-                if ok and (id(t) not in searched or score > searched[id(t)][3]):
-                    searched[id(t)] = (t, pred, chosen, score, mask)
+            ok = (iou >= cfg.min_iou and cfg.min_area_ratio <= ratio <= cfg.max_area_ratio
+                  and colour >= cfg.min_colour)
+            # Several asks for one target: the accepted one closest to the propagation.
+            agree = _mask_iou(mask, t.mask) if t.mask is not None else 0.0
+            grows = ok and regrown is not None
+            rank = (grows, ok, agree >= cfg.same_object_iou, iou if agree >= cfg.same_object_iou else agree)
+            best = tracked.get(id(t))
+            if best is None or rank > best[5]:
+                tracked[id(t)] = (t, pred, chosen, ok, mask, rank, grows)
         present_masks = []
         for t, pred, chosen, ok, mask, _, grows in tracked.values():
             if ok:   # grown back: the box starts again from the grown mask
@@ -405,6 +437,16 @@ def _clip_to_band(mask: np.ndarray, around: np.ndarray, bbox: Tuple[int, int, in
     out = np.zeros_like(mask)
     out[Y0:Y1, X0:X1] = mask[Y0:Y1, X0:X1] & grown.view(bool)
     return out
+
+
+def _carry(p: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Point p on the frame of transform `before` (anchor -> that frame) carried to the frame of
+    `after` (anchor -> this one)."""
+    a = before[:, :2]
+    if abs(np.linalg.det(a)) < 1e-6:
+        return p + (after[:, 2] - before[:, 2])
+    q = np.linalg.solve(a, p - before[:, 2])
+    return after[:, :2] @ q + after[:, 2]
 
 
 def _moved_center(m: np.ndarray, t: Target) -> np.ndarray:
