@@ -160,7 +160,9 @@ def test_target_that_leaves_the_image_is_not_published_and_comes_back(predictor)
     gone = [i for i, (gt, _, _) in enumerate(frames) if gt is None]
     assert gone
     assert sum(frames[i][1].mask is not None for i in gone) <= 2   # (the last edge frames)
-    assert any(o.state == "reacquired" for _, o, _ in frames[gone[-1]:])
+    back = next(i for i in range(gone[-1], len(frames)) if frames[i][1].state == "reacquired")
+    assert back - (gone[-1] + 1) <= 10   # the goal: within 10 frames of reappearing
+    assert _iou(frames[back][1].mask, frames[back][0]) > 0.5   # on the target
 
 
 def test_box_target_grows_back_after_a_partial_occlusion(predictor):

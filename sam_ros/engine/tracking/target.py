@@ -55,6 +55,7 @@ class Target:
     center: np.ndarray = field(default_factory=lambda: np.zeros(2))                 # last known / predicted
     size: np.ndarray = field(default_factory=lambda: np.zeros(2))                   # w, h of the last good box
     absent_since: Optional[float] = None   # stamp of the first frame it was missing on
+    left_view: bool = False             # absent because the flow carried it out of the image
     appearance: Appearance = field(default_factory=Appearance)
     frames: int = 0                     # frames with a result
     decodes: int = 0                    # frames decoded on an embedding

@@ -108,6 +108,7 @@ class PromptTracker(Tracker):
         target.mask, target.bbox = mask, bbox
         target.key, target.stamp = flow.key, stamp
         target.decoded_key, target.decoded_stamp = flow.key, stamp
+        target.left_view = False
         target.age_frames = 0
         target.propagated = False
         target.low_res = pred.low_res_logits[chosen][None]
@@ -163,6 +164,8 @@ class PromptTracker(Tracker):
         if target.state.present:
             target.state = TargetState.OCCLUDED
             target.absent_since = stamp
+            h, w = target.image_size
+            target.left_view = not (0 <= target.center[0] < w and 0 <= target.center[1] < h)
         target.mask = None
         target.bbox = (0, 0, 0, 0)
         target.track = None
@@ -209,8 +212,8 @@ class PromptTracker(Tracker):
             t.key, t.stamp = cur.key, stamp
             area = np.count_nonzero(mask)
             if bbox[2] == 0 or area < 0.1 * max(1.0, t.appearance.area) and _left_view(m, t, w, h):
-                self._go_absent(t, stamp)   # carried out of the view
                 t.center = _moved_center(m, t)
+                self._go_absent(t, stamp)   # carried out of the view
                 continue
             # The reference area follows the scale the flow measures, while the target is in full
             # view: on a partial view (an occluder or the image border cuts it) the points sit on
@@ -286,7 +289,7 @@ class PromptTracker(Tracker):
             return None
         h, w = size
         gone = t.stamp - t.absent_since if t.absent_since is not None else 0.0
-        half = t.size / 2 * (1 + self.config.search_growth * min(gone, self.config.occluded_s * 3))
+        half = t.size / 2 * (1 + self.config.search_growth * max(0.0, gone))
         c = np.clip(t.center, 0, [w - 1, h - 1])
         return (c[0] - half[0], c[1] - half[1], c[0] + half[0], c[1] + half[1])
 
@@ -350,9 +353,26 @@ class PromptTracker(Tracker):
         until a wrong object passed 15 frames later)."""
         cfg = self.config
         best = None
+        # A target that left the image comes back across the border where it left: until it has
+        # been gone for half of lost_s it is taken back only there (its centre within 3/4 of its size
+        # of the exit point), not from an object far inside the image that looks like it (measured:
+        # one 200 px from where the target left, taken for it 6 frames later, and with a window
+        # widening at its size per second 35 frames later, both before the target came back).
+        # Within the image the predicted position is too rough for such a gate (flow points at an
+        # occluder's edge drag it along).
+        gone = t.stamp - t.absent_since if t.absent_since is not None else 0.0
+        window = None
+        if t.left_view and t.size.any() and gone <= cfg.lost_s / 2:
+            hh, ww = rgb.shape[:2]
+            c = np.clip(t.center, 0, [ww - 1, hh - 1])
+            r = 0.75 * t.size   # the centre of what shows of it while it comes back in
+            window = (c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1])
         for k, mask in enumerate(pred.masks):
             iou = float(pred.iou_predictions[k])
             if iou < cfg.reacquire_iou or not mask.any():
+                continue
+            x, y, w, h = _bbox(mask)
+            if window is not None and not (window[0] <= x + w / 2 <= window[2] and window[1] <= y + h / 2 <= window[3]):
                 continue
             ratio = np.count_nonzero(mask) / max(1.0, t.appearance.area)
             if not cfg.reacquire_area[0] <= ratio <= cfg.reacquire_area[1]:
