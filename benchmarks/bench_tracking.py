@@ -14,7 +14,7 @@ or --every. Also reported: frames with a mask while the target was absent, re-ac
 after each full occlusion / exit (frames from reappearing to the first re-acquired result), and the
 tracking cost per target per frame.
 
-    python benchmarks/bench_tracking.py [--quick] [--sizes 480x640,720x1280] [--every N] [--multi]
+    python benchmarks/bench_tracking.py [--quick] [--sizes 480x640,720x1280] [--seeds N] [--every N] [--multi]
 """
 import argparse
 import math
@@ -173,6 +173,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="480x640,720x1280")
     ap.add_argument("--every", type=int, default=0, help="encode every n-th frame (0: from this machine's speed)")
     ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--seeds", type=int, default=0, help="the first n held-out seeds (0: all; --quick: 2)")
     ap.add_argument("--multi", action="store_true", help="also: all objects of a sequence as targets at once "
                     "(identity switches), 2 seeds per scenario")
     ap.add_argument("--multi-only", action="store_true", help="only the several-targets runs")
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
     print(cpu_description(), flush=True)
     pred = create_predictor()
     sizes = [tuple(int(v) for v in s.split("x")) for s in ("480x640" if a.quick else a.sizes).split(",")]
-    seeds = HELD_OUT_SEEDS[:2] if a.quick else HELD_OUT_SEEDS
+    seeds = HELD_OUT_SEEDS[:a.seeds or (2 if a.quick else len(HELD_OUT_SEEDS))]
     rows, multi, every_at = [], [], {}
     for h, w in sizes:
         every = a.every

@@ -138,8 +138,3 @@ class Appearance:
         if histogram is not None:
             self.histogram = histogram if self.histogram is None else (1 - rate) * self.histogram + rate * histogram
         self.area = area if self.area <= 0 else (1 - rate) * self.area + rate * area
-
-    def score(self, feature: Optional[np.ndarray], histogram: Optional[np.ndarray]) -> Tuple[float, float]:
-        """(embedding cosine, colour similarity) of an observation against this model."""
-        cos = float(feature @ self.feature) if feature is not None and self.feature is not None else 0.0
-        return cos, histogram_similarity(self.histogram, histogram)

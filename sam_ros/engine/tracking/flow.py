@@ -216,16 +216,14 @@ def fit_similarity(src: np.ndarray, dst: np.ndarray, normals: np.ndarray, edge: 
         r_full = np.linalg.norm(err, axis=1)
         resid = np.where(edge, r_edge, r_full)
         wgt = np.where(resid <= huber_px, 1.0, huber_px / np.maximum(resid, 1e-9))
-        # Rows: edge points one (along the normal), corner points two (x and y).
+        # Weighted least squares through its 4 x 4 normal equations. Rows: edge points one
+        # (along the normal), corner points two (x and y), and the prior's four.
         je = nr[:, :1] * jx + nr[:, 1:] * jy
-        rows = [je[edge] * np.sqrt(wgt[edge])[:, None], jx[~edge] * np.sqrt(wgt[~edge])[:, None],
-                jy[~edge] * np.sqrt(wgt[~edge])[:, None]]
-        rhs = [(q[edge] * nr[edge]).sum(1) * np.sqrt(wgt[edge]), q[~edge, 0] * np.sqrt(wgt[~edge]),
-               q[~edge, 1] * np.sqrt(wgt[~edge])]
-        scale = np.sqrt(prior) * np.array([radius, radius, 1.0, 1.0])
-        A = np.concatenate(rows + [np.diag(scale)])
-        y = np.concatenate(rhs + [scale * theta0])
-        theta = np.linalg.lstsq(A, y, rcond=None)[0]
+        we, wc = wgt * edge, wgt * ~edge
+        H = (je * we[:, None]).T @ je + (jx * wc[:, None]).T @ jx + (jy * wc[:, None]).T @ jy
+        g = je.T @ (we * (q * nr).sum(1)) + jx.T @ (wc * q[:, 0]) + jy.T @ (wc * q[:, 1])
+        s2 = prior * np.array([radius, radius, 1.0, 1.0]) ** 2
+        theta = np.linalg.solve(H + np.diag(s2), g + s2 * theta0)
     a, b, tx, ty = theta
     lin = np.array([[a, -b], [b, a]])
     m = np.concatenate([lin, (np.array([tx, ty]) + c - lin @ c)[:, None]], 1)
