@@ -1,4 +1,4 @@
-"""End-to-end through DDS: the node, a 640x480 camera and this client, each in its own process.
+"""End-to-end through DDS: the node, a camera (640x480 unless --size) and this client, each in its own process.
 
 Measures (embedded default model, CPU):
 - frames in vs results out per second with one tracked target, camera at --rate Hz (the camera
@@ -10,7 +10,7 @@ Measures (embedded default model, CPU):
 - the node's own overhead: end-to-end latency minus the model time it reports.
 
     python benchmarks/bench_node.py [--rate 15] [--seconds 20] [--prompts 100] [--gap-ms 50]
-                                    [--prompt-priority 0]
+                                    [--prompt-priority 0] [--size 720x1280]
 """
 import argparse
 import json
@@ -32,9 +32,9 @@ def pct(values, q):
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def bare_decoder(count, tuned, gap_ms):
+def bare_decoder(count, tuned, gap_ms, size=(480, 640)):
     """The bare decoder: the same model, frame and clicks as the node gets, called from Python
-    (prompt encoder + mask decoder + postprocess to 640x480, multimask) with `gap_ms` between calls
+    (prompt encoder + mask decoder + postprocess to the frame's size, multimask) with `gap_ms` between calls
     (0: back to back), with or without the allocator setting the node uses (keep_freed_memory).
     Milliseconds."""
     from sam_ros.data.scenes import SceneSequence
@@ -44,11 +44,12 @@ def bare_decoder(count, tuned, gap_ms):
     if tuned:
         keep_freed_memory()
     predictor = create_predictor()
-    emb = predictor.encode(SceneSequence(5, height=480, width=640).frame(0).image)
+    emb = predictor.encode(SceneSequence(5, height=size[0], width=size[1]).frame(0).image)
     times = []
     for k in range(-10, count):
         t = time.perf_counter()
-        predictor.decode(emb, np.array([[100 + 4 * k % 440, 120 + 3 * k % 240]], float), np.array([1]))
+        predictor.decode(emb, np.array([[(100 + 4 * k % 440) * size[1] / 640, (120 + 3 * k % 240) * size[0] / 480]], float),
+                         np.array([1]))
         if k >= 0:
             times.append((time.perf_counter() - t) * 1000)
         if gap_ms:
@@ -56,8 +57,8 @@ def bare_decoder(count, tuned, gap_ms):
     return times
 
 
-def camera(rate, domain):
-    """The camera: its own process (like a camera driver), pre-rendered 640x480 frames at `rate`
+def camera(rate, domain, size=(480, 640)):
+    """The camera: its own process (like a camera driver), pre-rendered frames of `size` at `rate`
     Hz with sensor-data QoS. Each frame's stamp is CLOCK_MONOTONIC at publication (one host), so the
     client measures frame-to-result latency from the header. On SIGTERM prints the number of frames
     and the seconds between the first and the last."""
@@ -73,7 +74,7 @@ def camera(rate, domain):
     rclpy.init(domain_id=domain)
     node = rclpy.create_node("bench_camera")
     pub = node.create_publisher(Image, "image", qos_profile_sensor_data)
-    seq = SceneSequence(5, height=480, width=640)
+    seq = SceneSequence(5, height=size[0], width=size[1])
     msgs = [fill_image_msg(Image(), seq.frame(t).image, "rgb8") for t in range(30)]
     running = [True]
     signal.signal(signal.SIGTERM, lambda *_: running.__setitem__(0, False))
@@ -100,11 +101,11 @@ def camera(rate, domain):
 
 
 class CameraProcess:
-    def __init__(self, rate, domain):
+    def __init__(self, rate, domain, size=(480, 640)):
         from ros_helpers import ros_env
 
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--camera", str(rate),
-                                      "--domain", str(domain)], env=ros_env(domain), stdout=subprocess.PIPE,
+                                      "--domain", str(domain), "--size", f"{size[0]}x{size[1]}"], env=ros_env(domain), stdout=subprocess.PIPE,
                                      text=True)
 
     def stop(self):
@@ -125,15 +126,17 @@ def main() -> int:
     ap.add_argument("--gap-ms", type=float, default=50.0,
                     help="pause between a result and the next prompt (a detector at 20 Hz, a fast operator)")
     ap.add_argument("--json")
+    ap.add_argument("--size", default="480x640", help="camera frames, HxW")
     ap.add_argument("--bare", type=int, choices=(0, 1), help=argparse.SUPPRESS)  # internal: the bare decoder
     ap.add_argument("--camera", type=float, help=argparse.SUPPRESS)  # internal: the camera process
     ap.add_argument("--domain", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    size = tuple(int(v) for v in a.size.split("x"))
     if a.bare is not None:
-        print(json.dumps(bare_decoder(a.prompts, bool(a.bare), a.gap_ms)))
+        print(json.dumps(bare_decoder(a.prompts, bool(a.bare), a.gap_ms, size)))
         return 0
     if a.camera is not None:
-        camera(a.camera, a.domain)
+        camera(a.camera, a.domain, size)
         return 0
     print_machine()
     # The bare decoder first, each variant in its own quiet process (nothing else running on the
@@ -141,7 +144,7 @@ def main() -> int:
     # glibc's default allocator and with the node's setting; the ratios use the faster allocator.
     def run_bare(tuned, gap_ms):
         cmd = [sys.executable, os.path.abspath(__file__), "--bare", str(tuned), "--prompts", str(a.prompts),
-               "--gap-ms", str(gap_ms)]
+               "--gap-ms", str(gap_ms), "--size", a.size]
         return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
     bare_runs = {(tuned, gap): run_bare(tuned, gap) for gap in (a.gap_ms, 0.0) for tuned in (0, 1)}
@@ -190,9 +193,9 @@ def main() -> int:
         return [(t, m) for t, m in msgs if m.objects and m.objects[0].source == "target"]
 
     # Warm up and start a tracked target with a click.
-    cam = CameraProcess(a.rate, domain)
+    cam = CameraProcess(a.rate, domain, size)
     spin_for(3.0)
-    click_pub.publish(Point(x=320.0, y=240.0, z=0.0))
+    click_pub.publish(Point(x=size[1] / 2, y=size[0] / 2, z=0.0))
     spin_for(2.0)
     cam.stop()
     spin_for(1.0)
@@ -201,7 +204,7 @@ def main() -> int:
     received.clear()
     spin_for(1.5)  # the diagnostics before
     before = {k: int(diag.get(k, 0)) for k in ("frames_received", "frames_encoded", "frames_dropped")}
-    cam = CameraProcess(a.rate, domain)
+    cam = CameraProcess(a.rate, domain, size)
     spin_for(a.seconds)
     frames, elapsed = cam.stop()
     spin_for(1.5)
@@ -224,7 +227,7 @@ def main() -> int:
         for k in range(count):
             header = tracked(received)[-1][1].header
             p = Prompt(header=header, target_id="", multimask=True)
-            p.points = [Point(x=float(100 + 4 * k % 440), y=float(120 + 3 * k % 240), z=0.0)]
+            p.points = [Point(x=float(100 + 4 * k % 440) * size[1] / 640, y=float(120 + 3 * k % 240) * size[0] / 480, z=0.0)]
             p.labels = [1]
             before = len(received)
             t0 = time.monotonic()
@@ -243,7 +246,7 @@ def main() -> int:
     # 2) Prompts on a cached frame, idle encoder (camera stopped).
     lat_idle, dec_idle, in_idle = prompt_round(a.prompts)
     # 3) Prompts while the camera streams (busy encoder).
-    cam = CameraProcess(a.rate, domain)
+    cam = CameraProcess(a.rate, domain, size)
     spin_for(1.0)
     lat_busy, dec_busy, in_busy = prompt_round(a.prompts // 2)
     cam.stop()

@@ -205,8 +205,10 @@ def main(argv=None) -> int:
                 res = {}
                 for name, fn in (("main", run_main_tracker), ("session", run_session), ("oracle", run_oracle)):
                     frames = fn(pred, seq, t0, every, kind)
-                    res[name] = score(frames) + (frames,)
-                track = [f[2] for f in res["session"][3][1:]]
+                    res[name] = score(frames)
+                    if name == "session":
+                        track = [f[2] for f in frames[1:]]
+                    del frames   # (masks: kept for all 40 sequences they filled 24 GB)
                 rows.append((f"{w}x{h}", scenario, seed, kind, res, float(np.median(track))))
                 print(f"{w}x{h} {scenario:13s} {seed} {kind:5s} J main {res['main'][0]:.3f} session "
                       f"{res['session'][0]:.3f} oracle {res['oracle'][0]:.3f} | absent-with-mask "
