@@ -230,6 +230,7 @@ def main(argv=None) -> int:
         if last_overlay is not None:
             cv2.imwrite(os.path.join(args.out, "demo_overlay.png"), last_overlay)
         executor.shutdown()
+        spin.join(timeout=5)   # callbacks in flight end before their nodes go
         camera.destroy_node()
         op.destroy_node()
         rclpy.try_shutdown()
