@@ -190,7 +190,7 @@ def main() -> int:
             ex.spin_once(timeout_sec=max(0.0, min(0.05, t_end - time.monotonic())))
 
     def tracked(msgs):
-        return [(t, m) for t, m in msgs if m.objects and m.objects[0].source == "target"]
+        return [(t, m) for t, m in msgs if m.objects and m.objects[0].target_id]
 
     # Warm up and start a tracked target with a click.
     cam = CameraProcess(a.rate, domain, size)
@@ -234,7 +234,7 @@ def main() -> int:
             prompt_pub.publish(p)
             while time.monotonic() - t0 < 5:
                 ex.spin_once(timeout_sec=0.1)
-                got = [(t, m) for t, m in received[before:] if m.objects and m.objects[0].source == "prompt"]
+                got = [(t, m) for t, m in received[before:] if m.objects and not m.objects[0].target_id]
                 if got:
                     lat.append((got[0][0] - t0) * 1000)
                     dec.append(got[0][1].decoder_ms)
