@@ -273,7 +273,7 @@ class PromptTracker(Tracker):
                 # a target coming back into view shows a sliver at first (at the border, at an
                 # occluder's edge), whose cells look less like it than other objects' do
                 # (measured: 0.73-0.88 against 0.94 elsewhere), so the global maxima miss it.
-                window = self._search_window(t, size)
+                window = _window(t, size, (1 + self.config.search_growth * _gone(t)) / 2)
                 if window is not None:
                     near = app.candidate_points(sim, embedding, self.config.near_feature,
                                                 self.config.max_near_candidates, window)
@@ -281,17 +281,6 @@ class PromptTracker(Tracker):
                 for x, y, _ in points:
                     out.append((t, Prompt(np.array([[x, y]]), np.array([1]), multimask=True), "search"))
         return out
-
-    def _search_window(self, t: Target, size: Tuple[int, int]) -> Optional[Tuple[float, float, float, float]]:
-        """Where an absent target is looked for first: its box about its predicted centre (held
-        inside the image), widened by `search_growth` of its size per second it has been gone."""
-        if not t.size.any():
-            return None
-        h, w = size
-        gone = t.stamp - t.absent_since if t.absent_since is not None else 0.0
-        half = t.size / 2 * (1 + self.config.search_growth * max(0.0, gone))
-        c = np.clip(t.center, 0, [w - 1, h - 1])
-        return (c[0] - half[0], c[1] - half[1], c[0] + half[0], c[1] + half[1])
 
     def _track_prompts(self, t: Target, size: Tuple[int, int]) -> List[Prompt]:
         h, w = size
@@ -360,24 +349,20 @@ class PromptTracker(Tracker):
         # widening at its size per second 35 frames later, both before the target came back).
         # Within the image the predicted position is too rough for such a gate (flow points at an
         # occluder's edge drag it along).
-        gone = t.stamp - t.absent_since if t.absent_since is not None else 0.0
-        window = None
-        if t.left_view and t.size.any() and gone <= cfg.lost_s / 2:
-            hh, ww = rgb.shape[:2]
-            c = np.clip(t.center, 0, [ww - 1, hh - 1])
-            r = 0.75 * t.size   # the centre of what shows of it while it comes back in
-            window = (c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1])
+        # (the window: where the centre of what shows of it lies while it comes back in)
+        window = _window(t, rgb.shape[:2], 0.75) if t.left_view and _gone(t) <= cfg.lost_s / 2 else None
         for k, mask in enumerate(pred.masks):
             iou = float(pred.iou_predictions[k])
             if iou < cfg.reacquire_iou or not mask.any():
                 continue
-            x, y, w, h = _bbox(mask)
+            bbox = _bbox(mask)
+            x, y, w, h = bbox
             if window is not None and not (window[0] <= x + w / 2 <= window[2] and window[1] <= y + h / 2 <= window[3]):
                 continue
             ratio = np.count_nonzero(mask) / max(1.0, t.appearance.area)
             if not cfg.reacquire_area[0] <= ratio <= cfg.reacquire_area[1]:
                 continue
-            colour = app.histogram_similarity(t.appearance.histogram, app.colour_histogram(rgb, mask, _bbox(mask)))
+            colour = app.histogram_similarity(t.appearance.histogram, app.colour_histogram(rgb, mask, bbox))
             if colour < cfg.reacquire_colour:
                 continue
             feature = app.pooled_feature(embedding, mask) if embedding is not None else None
@@ -481,6 +466,23 @@ def _clip_to_band(mask: np.ndarray, around: np.ndarray, bbox: Tuple[int, int, in
     out = np.zeros_like(mask)
     out[Y0:Y1, X0:X1] = mask[Y0:Y1, X0:X1] & grown.view(bool)
     return out
+
+
+def _gone(t: Target) -> float:
+    """Seconds (source time) an absent target has been gone."""
+    return max(0.0, t.stamp - t.absent_since) if t.absent_since is not None else 0.0
+
+
+def _window(t: Target, size: Tuple[int, int], scale: float) -> Optional[Tuple[float, float, float, float]]:
+    """Where an absent target is looked for: a box of `scale` x its size on each side of its
+    predicted centre held inside the image (x0, y0, x1, y1), or None before it has a size. The
+    near search uses (1 + search_growth x seconds gone) / 2: its own box, widening with time."""
+    if not t.size.any():
+        return None
+    h, w = size
+    c = np.clip(t.center, 0, [w - 1, h - 1])
+    r = scale * t.size
+    return (c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1])
 
 
 def _carry(p: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
