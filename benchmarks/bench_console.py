@@ -119,6 +119,7 @@ def main() -> int:
         out["page_fps_no_target"], out["console_rendered_fps_no_target"] = page_fps(a.seconds)
         points = [(200 + 37 * k % 240, 150 + 23 * k % 180) for k in range(a.clicks)]
         page_ms, node_ms, forward_ms, return_ms = [], [], [], []
+        render_ms, transfer_ms, draw_ms, page_split = [], [], [], []
         for k, (x, y) in enumerate(points):
             # The node's own click latency: a prompt from here, its first result here.
             tid = f"bench_{k}"
@@ -140,7 +141,7 @@ def main() -> int:
             rec = wait_for(lambda: driver.execute_script(
                 "const s = window.samConsole; const c = s.clicks[arguments[0]]; if (!c || !c.target) return null;"
                 "const d = s.drawn.find(d => d.t > c.t0 && d.meta.split(',').includes(c.target));"
-                "return d ? [c.t0, d.t, c.target, performance.timeOrigin] : null", n_clicks), 10)
+                "return d ? [c.t0, d.t, c.target, performance.timeOrigin, d.resp, d.rendered, d.blob, d.bmp] : null", n_clicks), 10)
             if rec:
                 page_ms.append(rec[1] - rec[0])
                 spin_for(0.05)
@@ -148,6 +149,12 @@ def main() -> int:
                 if rec[2] in first_prompt and rec[2] in first_result:
                     forward_ms.append((first_prompt[rec[2]] - origin_s) * 1000 - rec[0])
                     return_ms.append(rec[1] - (first_result[rec[2]] - origin_s) * 1000)
+                    # the return split: result -> rendered (console), rendered -> response on the
+                    # page (waiting for the page's request + transfer), response -> drawn (page)
+                    render_ms.append((rec[5] - first_result[rec[2]]) * 1000)
+                    transfer_ms.append(rec[4] - (rec[5] - origin_s) * 1000)
+                    draw_ms.append(rec[1] - rec[4])
+                    page_split.append((rec[6] - rec[4], rec[7] - rec[6], rec[1] - rec[7]))
                 driver.execute_script("window.samConsole.act({action: 'remove', target: arguments[0]})", rec[2])
             spin_for(0.4)
         out["node_click_ms"] = {"median": pct(node_ms, 50), "p95": pct(node_ms, 95), "n": len(node_ms)}
@@ -157,6 +164,10 @@ def main() -> int:
         out["console_forward_ms"] = {"median": pct(forward_ms, 50), "p95": pct(forward_ms, 95)}
         out["console_return_ms"] = {"median": pct(return_ms, 50), "p95": pct(return_ms, 95)}
         out["console_added_ms"] = {"median": pct(added, 50), "p95": pct(added, 95), "n": len(added)}
+        out["return_split_ms"] = {k: {"median": pct(v, 50), "p95": pct(v, 95)} for k, v in
+                                  (("result_to_rendered", render_ms), ("rendered_to_page_response", transfer_ms),
+                                   ("response_to_drawn", draw_ms))}
+        out["page_split_ms"] = dict(zip(("body", "decode", "draw"), np.median(np.array(page_split), 0).tolist()))
         # Frame rate with one tracked target.
         click(driver, 320.0, 240.0)
         spin_for(2.0)

@@ -4,6 +4,7 @@ SA-1B / COCO files, live-mode targets, path confinement, and the HTTP server's s
 import json
 import math
 import os
+import time
 import urllib.error
 import urllib.request
 
@@ -14,6 +15,7 @@ from sam_ros.engine.mask_utils import rle_to_mask
 from sam_ros.tools.console import protocol as P
 from sam_ros.tools.console.annotation import AnnotationDocument, coco_from_records, mask_bbox, stroke_mask
 from sam_ros.tools.console.live import LiveSession, ObjectView
+from sam_ros.tools.console import server as server_mod
 from sam_ros.tools.console.server import ConsoleServer, Hub
 from sam_ros.tools.console.workbench import inside
 
@@ -219,6 +221,32 @@ def _request(url, body=None, headers=None, method=None):
             return r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as e:
         return e.code, e.read(), dict(e.headers)
+
+
+def test_hub_draws_a_new_target_at_once_and_a_tracked_one_with_the_next_frame():
+    session = LiveSession()
+    hub = Hub(session)
+    try:
+        session.on_frame(np.zeros((40, 60, 3), np.uint8), 1)
+        seq, _, _, meta, _ = hub.next_frame(0, 2.0)
+        assert seq >= 1 and meta == ""
+        v0 = hub.version
+        session.on_result([_crop_view("t1", 5, 5, 10, 10)])  # a new target: rendered and announced now
+        seq1, _, _, meta, _ = hub.next_frame(seq, 2.0)
+        assert meta == "t1" and hub.version > v0
+        v1, t = hub.version, time.monotonic()
+        session.on_result([_crop_view("t1", 6, 5, 10, 10)])  # the same target tracked: no render of its own
+        assert hub.next_frame(seq1, 0.05)[0] == seq1 and hub.version == v1
+        session.on_frame(np.zeros((40, 60, 3), np.uint8), 2)  # drawn with the next camera frame
+        seq2 = hub.next_frame(seq1, 2.0)[0]
+        assert seq2 == seq1 + 1
+        # ... and without camera frames, after MINOR_RENDER_S; its scores reach the state within MINOR_STATE_S
+        session.on_result([_crop_view("t1", 7, 5, 10, 10)])
+        assert hub.next_frame(seq2, 2.0)[0] == seq2 + 1
+        hub.state(v1, 2.0)
+        assert hub.version > v1 and time.monotonic() - t >= server_mod.MINOR_STATE_S * 0.9
+    finally:
+        hub.close()
 
 
 @pytest.fixture()

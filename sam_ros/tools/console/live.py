@@ -57,7 +57,7 @@ class LiveSession:
 
     image_format = "jpeg"
 
-    def __init__(self, publish=lambda kind, payload: None, on_change=lambda *a: None, stale_s: float = 5.0) -> None:
+    def __init__(self, publish=lambda kind, payload: None, on_change=lambda *a, **kw: None, stale_s: float = 5.0) -> None:
         self.publish = publish
         self.on_change = on_change
         self.stale_s = stale_s
@@ -88,6 +88,7 @@ class LiveSession:
 
     def on_result(self, objects: List[ObjectView]) -> None:
         now = time.monotonic()
+        structural = False  # a target appeared or ended, or changed state or candidates
         with self.lock:
             for o in objects:
                 if not o.target_id or o.target_id.startswith("auto/"):
@@ -95,7 +96,7 @@ class LiveSession:
                 if now - self._cleared.get(o.target_id, -1e9) < self.stale_s:
                     continue
                 if o.state == "ended":
-                    self.targets.pop(o.target_id, None)
+                    structural |= self.targets.pop(o.target_id, None) is not None
                     continue
                 o.updated = now
                 prev = self.targets.get(o.target_id)
@@ -103,8 +104,12 @@ class LiveSession:
                     # Per-frame results carry one mask; the whole / part / subpart choice of the
                     # click stays on offer until the target is prompted again from here.
                     o.candidates, o.chosen = prev.candidates, prev.chosen
+                structural |= (prev is None or prev.state != o.state or len(prev.candidates) != len(o.candidates)
+                               or prev.chosen != o.chosen)
                 self.targets[o.target_id] = o
-        self.on_change()
+        # A new target's first mask is drawn at once; a tracked target's next mask (and its
+        # scores in the list) go with the next camera frame (one render per frame, not two).
+        self.on_change(True, minor=not structural)
 
     # ---- from the page ------------------------------------------------------------------
     def handle(self, msg: Dict[str, Any]) -> Dict[str, Any]:

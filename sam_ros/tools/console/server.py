@@ -33,6 +33,8 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 STATIC_FILES = {"console.js": "text/javascript", "console.css": "text/css"}
 COOKIE = "sam_ros_console_token"
 POLL_S = 10.0
+MINOR_STATE_S = 0.2   # a tracked target's scores reach the page's list at most 5 times a second
+MINOR_RENDER_S = 0.1  # without camera frames, a tracked target's new mask is drawn after this
 
 
 def is_loopback(host: str) -> bool:
@@ -58,8 +60,11 @@ class Hub:
         self.version = 1
         self.errors: deque = deque(maxlen=20)
         self.error_count = 0
-        self.frame: Tuple[int, bytes, str, str] = (0, b"", "", "")  # seq, data, MIME type, meta
+        self.frame: Tuple[int, bytes, str, str, float] = (0, b"", "", "", 0.0)  # seq, data, MIME, meta, time
         self.rendered = 0
+        self._bumped = 0.0            # when the state version last moved
+        self._minor_state = False     # a minor state change not yet announced
+        self._minor_since = 0.0       # when a minor change first waited for a render (0: none)
         self._dirty = threading.Event()
         self._running = True
         session.on_change = self.changed
@@ -67,12 +72,29 @@ class Hub:
         self._renderer.start()
         self.changed()
 
-    def changed(self, state: bool = True) -> None:
-        self._dirty.set()
-        if state:
-            with self.cond:
-                self.version += 1
-                self.cond.notify_all()
+    def changed(self, state: bool = True, minor: bool = False) -> None:
+        """The session changed: render a frame, and (state) bump the version the page's state
+        poll waits for. `minor` (a tracked target's new mask and scores, ~30 per second and
+        target): the frame waits for the next camera frame (or MINOR_RENDER_S) and the version
+        moves at most every MINOR_STATE_S, so the page does not rebuild its list 30 times a
+        second and the console renders once per camera frame, not twice."""
+        now = time.monotonic()
+        if minor:
+            self._minor_since = self._minor_since or now
+        else:
+            self._dirty.set()
+        if not state:
+            return
+        if minor and now - self._bumped < MINOR_STATE_S:
+            self._minor_state = True
+            return
+        self._bump(now)
+
+    def _bump(self, now: float) -> None:
+        with self.cond:
+            self._bumped, self._minor_state = now, False
+            self.version += 1
+            self.cond.notify_all()
 
     def error(self, message: str) -> None:
         with self.cond:
@@ -83,9 +105,14 @@ class Hub:
 
     def _render_loop(self) -> None:
         while self._running:
-            if not self._dirty.wait(0.5):
+            woke = self._dirty.wait(MINOR_RENDER_S)
+            now = time.monotonic()
+            if self._minor_state and now - self._bumped >= MINOR_STATE_S:
+                self._bump(now)
+            if not woke and not (self._minor_since and now - self._minor_since >= MINOR_RENDER_S):
                 continue
             self._dirty.clear()
+            self._minor_since = 0.0
             try:
                 rgb = self.session.render()
                 if rgb is None:
@@ -96,7 +123,7 @@ class Hub:
                 self.error(f"rendering failed: {type(e).__name__}: {e}")
                 continue
             with self.cond:
-                self.frame = (self.frame[0] + 1, data, mime, meta)
+                self.frame = (self.frame[0] + 1, data, mime, meta, time.time())
                 self.cond.notify_all()
 
     def act(self, msg: Dict[str, Any]) -> Dict[str, Any]:
@@ -112,7 +139,7 @@ class Hub:
         st.update({"version": version, "errors": errors, "frame": self.frame[0]})
         return st
 
-    def next_frame(self, after: int, timeout: float) -> Tuple[int, bytes, str, str]:
+    def next_frame(self, after: int, timeout: float) -> Tuple[int, bytes, str, str, float]:
         with self.cond:
             self.cond.wait_for(lambda: self.frame[0] > after or not self._running, timeout)
             return self.frame
@@ -155,6 +182,9 @@ def new_token() -> str:
 class Handler(BaseHTTPRequestHandler):
     server: ConsoleServer
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes; with Nagle's algorithm on a keep-alive connection the
+    # body waits for the browser's delayed ACK of the headers (~40 ms per frame, measured).
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args) -> None:  # quiet: errors go to the page
         pass
@@ -212,11 +242,12 @@ class Handler(BaseHTTPRequestHandler):
             elif url.path == "/api/state":
                 self._json(200, hub.state(self._after(query), POLL_S))
             elif url.path == "/api/frame":
-                seq, data, mime, meta = hub.next_frame(self._after(query), POLL_S)
+                seq, data, mime, meta, rendered = hub.next_frame(self._after(query), POLL_S)
                 if not data:
                     self._send(204, b"", "text/plain", {"X-Frame-Seq": str(seq)})
-                else:
-                    self._send(200, data, mime, {"X-Frame-Seq": str(seq), "X-Frame-Meta": meta})
+                else:  # X-Frame-Time: when it was rendered (Unix time, s), for latency measurements
+                    self._send(200, data, mime, {"X-Frame-Seq": str(seq), "X-Frame-Meta": meta,
+                                                 "X-Frame-Time": f"{rendered:.6f}"})
             else:
                 self._json(404, {"ok": False, "error": "not found"})
         except (BrokenPipeError, ConnectionResetError):

@@ -50,11 +50,15 @@
         next = null;
         const seq = parseInt(r.headers.get("X-Frame-Seq") || "0", 10);
         if (r.status === 200) {
+          const tResp = performance.now();
           const meta = r.headers.get("X-Frame-Meta") || "";
+          const rendered = parseFloat(r.headers.get("X-Frame-Time") || "0");
           const blob = await r.blob();
           after = seq;
           next = fetchFrame(after);
+          const tBlob = performance.now();
           const bmp = await createImageBitmap(blob);
+          const tBmp = performance.now();
           if (view.width !== bmp.width || view.height !== bmp.height) {
             view.width = overlay.width = bmp.width;
             view.height = overlay.height = bmp.height;
@@ -64,7 +68,8 @@
           page.frame = seq;
           page.count += 1;
           page.meta = meta;
-          page.drawn.push({ seq: seq, t: performance.now(), meta: meta });
+          // times on the page's clock (ms): response, body read, decoded, drawn; rendered: server, Unix s
+          page.drawn.push({ seq: seq, t: performance.now(), meta: meta, resp: tResp, blob: tBlob, bmp: tBmp, rendered: rendered });
           if (page.drawn.length > 200) page.drawn.shift();
           document.body.dataset.frame = seq;
         } else if (r.status === 204) {
