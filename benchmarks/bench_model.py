@@ -199,11 +199,33 @@ def tinyvit_encoders(reps: int = 0) -> None:
         ref_t = statistics.median(times[baseline]["wall"])
         print(f"{name} encoder, {cfg.img_size} px input (embedding |max| {want.abs().max().item():.2f}; "
               f"ratios and diffs against {baseline}):")
+        # Alone: each candidate's calls back to back (as a node runs one model frame after
+        # frame); taking turns with other models costs each some cache and thread warm-up.
+        n_alone = reps or (15 if name == "sam_ros_tiny" else 5)
+        alone = {k: median_time(fn, n_alone, warmup=2) for k, fn in fns.items()}
         for k, t in times.items():
             med, cpu = statistics.median(t["wall"]), statistics.median(t["cpu"])
             d = f", max |diff| {diffs[k]:.1e}" if k in diffs else ""
             print(f"  {k:36s} median {med * 1e3:8.1f} ms (min {min(t['wall']) * 1e3:8.1f}, CPU time {cpu * 1e3:8.1f}) "
-                  f"ratio {med / ref_t:5.2f}{d}", flush=True)
+                  f"ratio {med / ref_t:5.2f}{d} | alone {alone[k] * 1e3:8.1f} ms, ratio {alone[k] / alone[baseline]:5.2f}",
+                  flush=True)
+        if name == "sam_ros_tiny":
+            node_encode_path(model, n_alone)
+
+
+def node_encode_path(model, reps: int) -> None:
+    """What the node runs per frame: the torch backend's predictor (fused on a CPU), a 640x480
+    frame in (resize, normalise, encoder), alone, fp32 and bf16 encoders."""
+    import copy
+
+    from sam_ros.engine.backends import make_predictor
+    from sam_ros.engine.backends.auto import probe_image
+
+    image = probe_image(480, 640)
+    for dt in ("fp32", "bf16"):
+        p = make_predictor(copy.deepcopy(model), backend="torch", encoder_dtype=dt, decoder_dtype="fp32")
+        t = median_time(lambda: p.encode(image), reps, warmup=3)
+        print(f"  node's encode, 640x480 frame, torch backend, {dt} encoder: median {t * 1e3:6.1f} ms (alone)", flush=True)
 
 
 def report_memory(rows) -> None:
