@@ -61,7 +61,6 @@ class Hub:
         self.errors: deque = deque(maxlen=20)
         self.error_count = 0
         self.frame: Tuple[int, bytes, str, str, float] = (0, b"", "", "", 0.0)  # seq, data, MIME, meta, time
-        self.rendered = 0
         self._bumped = 0.0            # when the state version last moved
         self._minor_state = False     # a minor state change not yet announced
         self._minor_since = 0.0       # when a minor change first waited for a render (0: none)
