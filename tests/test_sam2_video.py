@@ -185,3 +185,69 @@ def test_memory_bank_is_bounded(setup):
         tracker.remove_object(8)
     tracker.remove_object(7)
     assert tracker.object_ids == []
+
+
+def test_chunked_attention_equals_fused_attention():
+    """The bf16 CPU path's attention (query chunks; values broadcast over heads) is the same
+    function as torch's fused kernel: compared in float32, to float32 rounding."""
+    import torch.nn.functional as F
+
+    from sam_ros.model.sam2.memory_attention import _chunked_attention
+
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 2, 300, 16, generator=g), torch.randn(2, 2, 530, 16, generator=g)
+    v = torch.randn(2, 1, 530, 8, generator=g)
+    expected = F.scaled_dot_product_attention(q, k, v.expand(-1, 2, -1, -1))
+    got = _chunked_attention(q, k, v, chunk=64)  # 300 queries: 4 whole chunks and a partial one
+    assert got.shape == (2, 2, 300, 8)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_rope_attention_bf16_path_matches_fp32():
+    """Cross-attention to 64-channel memories in bf16 attends the raw memory and projects after
+    (softmax(S) (X W^T + b) = (softmax(S) X) W^T + b): the same result as float32 SDPA up to
+    bf16 rounding (8 bits of mantissa: ~1e-2 of the output's range)."""
+    from sam_ros.model.sam2.memory_attention import RoPEAttention
+
+    torch.manual_seed(4)
+    attn = RoPEAttention(64, kv_in_dim=16, rope_k_repeat=True).eval()
+    q, k, v = torch.randn(1, 64, 64), torch.randn(1, 2 * 64 + 4, 16), torch.randn(1, 2 * 64 + 4, 16)
+    with torch.inference_mode():
+        ref = attn(q, k, v, num_k_exclude_rope=4)
+        attn16 = RoPEAttention(64, kv_in_dim=16, rope_k_repeat=True).eval()
+        attn16.load_state_dict(attn.state_dict())
+        attn16.to(torch.bfloat16)
+        got = attn16(q.bfloat16(), k.bfloat16(), v.bfloat16(), num_k_exclude_rope=4).float()
+    assert float((got - ref).abs().max()) <= 2e-2 * float(ref.abs().max())
+
+
+def test_bf16_tracking_follows_fp32_tracking(setup):
+    """SAM 2 with a bfloat16 encoder and decoder (memory attention and memory encoder too) tracks
+    the video like float32: same presence on every frame and masks with IoU >= 0.9 against the
+    float32 masks (random weights: bf16 rounding, fed back through the memory, is the only
+    difference)."""
+    _, predictor, frames, _, _ = setup
+    copy = build_sam2(TINY_128)
+    copy.load_state_dict(predictor.model.state_dict(), strict=True)
+    bf16 = Sam2Predictor(copy.eval(), encoder_dtype=torch.bfloat16, decoder_dtype=torch.bfloat16)
+    trackers = {"fp32": Sam2VideoTracker(predictor), "bf16": Sam2VideoTracker(bf16)}
+    preds = {"fp32": predictor, "bf16": bf16}
+    ious, scores = [], []
+    for f, frame in enumerate(frames):
+        res = {}
+        for name, tracker in trackers.items():
+            emb = preds[name].encode(frame)
+            if f == 0:
+                tracker.add_object(1, emb, 0, points=np.array([[20.0, 50.0]]), labels=np.array([1]))
+                tracker.add_object(2, emb, 0, box=np.array([76.0, 6.0, 104.0, 34.0]))
+            res[name] = tracker.track(emb, f)
+        assert set(res["bf16"]) == {1, 2}
+        for obj in (1, 2):
+            a, b = res["fp32"][obj], res["bf16"][obj]
+            assert a.present == b.present, (f, obj)
+            scores.append(abs(a.object_score_logit - b.object_score_logit) / max(1.0, abs(a.object_score_logit)))
+            if a.present and a.mask.any():
+                ious.append((a.mask & b.mask).sum() / (a.mask | b.mask).sum())
+    assert len(ious) >= 10
+    assert min(ious) >= 0.9, ious
+    assert max(scores) <= 0.1, scores

@@ -47,6 +47,10 @@ class Sam2Predictor(SamPredictor):
                          stability_offset=stability_offset)
         self.model.memory_attention.to(self.decoder_dtype)
         self.model.memory_encoder.to(self.decoder_dtype)
+        # The decoder's high-resolution skip projections run in forward_image, on the encoder's
+        # output: they take the encoder's precision (their outputs are cast to the decoder's).
+        self.model.sam_mask_decoder.conv_s0.to(self.encoder_dtype)
+        self.model.sam_mask_decoder.conv_s1.to(self.encoder_dtype)
 
     # ---- encoding -------------------------------------------------------------------------
     def encode(self, image: np.ndarray, image_format: str = "RGB") -> ImageEmbedding:

@@ -254,12 +254,12 @@ class Sam2VideoTracker:
         memories: List[Tuple[int, torch.Tensor, torch.Tensor]] = []
         for t, mem in state.cond.items():
             if t != frame_idx:
-                memories.append((0, mem.features.float(), self._mem_pos(mem.features)))
+                memories.append((0, mem.features, self._mem_pos(mem.features)))
         for t_pos in range(1, self.num_maskmem):
             t = frame_idx - (self.num_maskmem - t_pos)
             mem = state.recent.get(t)
             if mem is not None:
-                memories.append((t_pos + self.model.num_maskmem - self.num_maskmem, mem.features.float(),
+                memories.append((t_pos + self.model.num_maskmem - self.num_maskmem, mem.features,
                                  self._mem_pos(mem.features)))
         ptrs = [(frame_idx - t, mem.obj_ptr) for t, mem in state.cond.items() if t < frame_idx]
         for d in range(1, self.max_obj_ptrs):

@@ -154,8 +154,8 @@ class SAM2(nn.Module):
                 mask_inputs.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
         sparse, dense = self.sam_prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=mask_prompt)
         low, ious, tokens, obj_logits = self.sam_mask_decoder(
-            backbone_features, self.sam_prompt_encoder.get_dense_pe(), sparse, dense, multimask_output,
-            high_res_features)
+            backbone_features, self.sam_prompt_encoder.get_dense_pe().to(backbone_features.dtype), sparse, dense,
+            multimask_output, high_res_features)
         present = obj_logits > 0
         low = torch.where(present[:, None, None], low, NO_OBJ_SCORE).float()
         high = F.interpolate(low, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
@@ -168,7 +168,7 @@ class SAM2(nn.Module):
                 token = tokens[rows, best]
         else:
             low_best, high_best = low, high
-        obj_ptr = self.obj_ptr_proj(token)
+        obj_ptr = self.obj_ptr_proj(token.to(self.no_obj_ptr.dtype))
         lam = present.float()
         obj_ptr = lam * obj_ptr + (1 - lam) * self.no_obj_ptr
         return SAM2HeadsOutput(low_res_multimasks=low, high_res_multimasks=high, ious=ious, low_res_masks=low_best,
@@ -231,10 +231,14 @@ class SAM2(nn.Module):
             mem.append(ptrs)
             mem_pos.append(ptr_pos)
             num_ptr_tokens = ptrs.shape[1]
-        curr = feats.flatten(2).transpose(1, 2)
-        curr_pos = pos.flatten(2).transpose(1, 2)
-        out = self.memory_attention(curr, curr_pos, torch.cat(mem, dim=1), torch.cat(mem_pos, dim=1), num_ptr_tokens)
-        return out.transpose(1, 2).reshape(b, c, h, w)
+        # The memory attention runs in its own precision (the predictor's decoder precision).
+        dtype = self.memory_attention.norm.weight.dtype
+        curr = feats.flatten(2).transpose(1, 2).to(dtype)
+        curr_pos = pos.flatten(2).transpose(1, 2).to(dtype)
+        mem = torch.cat([m.to(dtype) for m in mem], dim=1)
+        mem_pos = torch.cat([p.to(dtype) for p in mem_pos], dim=1)
+        out = self.memory_attention(curr, curr_pos, mem, mem_pos, num_ptr_tokens)
+        return out.transpose(1, 2).reshape(b, c, h, w).to(feats.dtype)
 
     def encode_memory(self, feats: torch.Tensor, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor,
                       binarize: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -244,7 +248,8 @@ class SAM2(nn.Module):
         no-object embedding."""
         m = (high_res_masks > 0).float() if binarize else torch.sigmoid(high_res_masks)
         m = m * self.sigmoid_scale_for_mem_enc + self.sigmoid_bias_for_mem_enc
-        out = self.memory_encoder(feats, m)
+        dtype = self.memory_encoder.pix_feat_proj.weight.dtype
+        out = self.memory_encoder(feats.to(dtype), m.to(dtype))
         features = out["vision_features"]
         if self.no_obj_embed_spatial is not None:
             absent = 1 - (object_score_logits > 0).float()
