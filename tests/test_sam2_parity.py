@@ -188,3 +188,26 @@ def test_state_dict_round_trip_strict(pair):
     pair.ref_model.load_state_dict(again.state_dict(), strict=True)
     for k, v in again.state_dict().items():
         assert torch.equal(v, pair.state_dict[k]), k
+
+
+def test_new_weights_after_a_frame_are_not_served_stale_position_embeddings(pair):
+    """The encoder keeps its resized position embedding between frames: a state dict loaded (or a
+    cast) after a frame was encoded must give the new model's output, as a fresh model does."""
+    x = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1))
+    model = build_sam2(dataclasses.replace(pair.our_model.config)).eval()
+    model.load_state_dict(pair.state_dict, strict=True)
+    other = randomize_sam2(pair.state_dict, 99)
+    fresh = build_sam2(dataclasses.replace(pair.our_model.config)).eval()
+    fresh.load_state_dict(other, strict=True)
+    with torch.inference_mode():
+        first = model.forward_image(x)["vision_features"]
+        model.load_state_dict(other, strict=True)
+        second = model.forward_image(x)["vision_features"]
+        expected = fresh.forward_image(x)["vision_features"]
+        assert not torch.equal(first, second)
+        assert torch.equal(second, expected)
+        model.to(torch.bfloat16)
+        assert model.image_encoder.trunk.pos_embed.dtype == torch.bfloat16
+        cast = model.forward_image(x.bfloat16())["vision_features"]  # (the neck's top-down sum is fp32)
+        rel = float((cast.float() - expected).abs().max() / expected.abs().max())
+        assert rel < 5e-2

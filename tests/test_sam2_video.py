@@ -192,13 +192,13 @@ def test_chunked_attention_equals_fused_attention():
     function as torch's fused kernel: compared in float32, to float32 rounding."""
     import torch.nn.functional as F
 
-    from sam_ros.model.sam2.memory_attention import _chunked_attention
+    from sam_ros.model.common import cpu_bf16_attention
 
     g = torch.Generator().manual_seed(3)
     q, k = torch.randn(2, 2, 300, 16, generator=g), torch.randn(2, 2, 530, 16, generator=g)
     v = torch.randn(2, 1, 530, 8, generator=g)
     expected = F.scaled_dot_product_attention(q, k, v.expand(-1, 2, -1, -1))
-    got = _chunked_attention(q, k, v, chunk=64)  # 300 queries: 4 whole chunks and a partial one
+    got = cpu_bf16_attention(q, k, v, chunk=64)  # 300 queries: 4 whole chunks and a partial one
     assert got.shape == (2, 2, 300, 8)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 

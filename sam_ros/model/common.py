@@ -39,3 +39,26 @@ class LayerNorm2d(nn.Module):
         var = centered.pow(2).mean(1, keepdim=True)
         x = centered * torch.rsqrt(var + self.eps)
         return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for bfloat16 on a CPU, where torch's fused attention kernel is no
+    faster than in float32 while bf16 matrix products are 2-3x faster: bf16 products over chunks of
+    queries (only a chunk's scores are held at a time). q: ... x N x d, k: ... x M x d,
+    v: ... x M x e (leading dims broadcast, e.g. values shared by all heads) -> ... x N x e."""
+    q = q * (q.shape[-1] ** -0.5)
+    kt = k.transpose(-2, -1).contiguous()  # once: a transposed operand is copied by every product
+    v = v.contiguous()
+    out = q.new_empty(torch.broadcast_shapes(q.shape[:-2], v.shape[:-2]) + (q.shape[-2], v.shape[-1]))
+    for i in range(0, q.shape[-2], chunk):
+        scores = torch.matmul(q[..., i:i + chunk, :], kt)
+        torch.matmul(torch.softmax(scores, dim=-1), v, out=out[..., i:i + chunk, :])
+    return out
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Scaled dot-product attention (B x H x N x d), through :func:`cpu_bf16_attention` for bf16 on
+    a CPU and torch's fused kernel otherwise (float32 keeps the reference's exact kernel)."""
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        return cpu_bf16_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)

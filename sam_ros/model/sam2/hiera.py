@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common import attention
 from ..mask_decoder import MLP
 
 
@@ -75,7 +76,7 @@ class MultiScaleAttention(nn.Module):
             q = _max_pool(q.reshape(b, h, w, -1), self.q_stride)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
-        x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        x = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.proj(x.transpose(1, 2).reshape(b, h, w, -1))
 
 
@@ -162,11 +163,21 @@ class Hiera(nn.Module):
 
     def _get_pos_embed(self, size: Tuple[int, int]) -> torch.Tensor:
         """The background embedding resized (bicubic) to the token grid plus the tiled window
-        embedding: 1 x H x W x C."""
-        pos = F.interpolate(self.pos_embed, size=size, mode="bicubic")
+        embedding: 1 x H x W x C. Without autograd it is kept for the next frame (the resize costs
+        ~50 ms at 1024 px on a CPU), keyed by the parameters' storage and version so that a new
+        state dict or a cast recomputes it."""
         window = self.pos_embed_window
+        key = (size, self.pos_embed.dtype, self.pos_embed.device, self.pos_embed.data_ptr(),
+               self.pos_embed._version, window.data_ptr(), window._version)
+        cached = getattr(self, "_pos_cache", None)
+        if cached is not None and cached[0] == key and not torch.is_grad_enabled():
+            return cached[1]
+        pos = F.interpolate(self.pos_embed, size=size, mode="bicubic")
         pos = pos + window.tile([1, 1, size[0] // window.shape[2], size[1] // window.shape[3]])
-        return pos.permute(0, 2, 3, 1)
+        pos = pos.permute(0, 2, 3, 1)
+        if not torch.is_grad_enabled():
+            self._pos_cache = (key, pos)
+        return pos
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         x = self.patch_embed(x)

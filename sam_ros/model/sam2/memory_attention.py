@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common import cpu_bf16_attention
 from .position_encoding import apply_rope, axial_rope_angles
 
 
@@ -69,25 +70,13 @@ class RoPEAttention(nn.Module):
         if not chunked:
             out = F.scaled_dot_product_attention(q, k, v)
         else:
-            out = _chunked_attention(q, k, v)
+            out = cpu_bf16_attention(q, k, v)
             if project_after:  # B x H x Nq x C_kv -> each head's slice of the value projection
                 h, d = self.num_heads, self.internal_dim // self.num_heads
                 w = self.v_proj.weight.view(h, d, -1).transpose(1, 2)
                 out = torch.matmul(out, w) + self.v_proj.bias.view(h, 1, d)
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
-
-
-def _chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v over chunks of queries: B x H x N x d, B x H x M x d, B x H x M x e
-    (v may broadcast over heads) -> B x H x N x e. Scores of a chunk only are held at a time."""
-    q = q * (q.shape[-1] ** -0.5)
-    kt = k.transpose(-2, -1).contiguous()  # once: a transposed operand is copied by every matmul
-    out = q.new_empty(q.shape[:-1] + v.shape[-1:])
-    for i in range(0, q.shape[-2], chunk):
-        scores = torch.matmul(q[..., i:i + chunk, :], kt)
-        torch.matmul(torch.softmax(scores, dim=-1), v, out=out[..., i:i + chunk, :])
-    return out
 
 
 class MemoryAttentionLayer(nn.Module):
