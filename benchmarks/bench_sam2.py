@@ -64,7 +64,7 @@ def reference_tracking_step(ref, image: torch.Tensor):
     tracking frame t (memory attention + heads + memory encoder on cached features)."""
     state = {"images": image.expand(64, -1, -1, -1), "num_frames": 64, "offload_video_to_cpu": False,
              "offload_state_to_cpu": False, "video_height": 1024, "video_width": 1024,
-             "device": torch.device("cpu"), "storage_device": torch.device("cpu"), "point_inputs_per_obj": {},
+             "device": image.device, "storage_device": image.device, "point_inputs_per_obj": {},
              "mask_inputs_per_obj": {}, "cached_features": {}, "constants": {}, "obj_id_to_idx": {},
              "obj_idx_to_id": {}, "obj_ids": [], "output_dict_per_obj": {}, "temp_output_dict_per_obj": {},
              "frames_tracked_per_obj": {}}
