@@ -15,6 +15,11 @@ after each full occlusion / exit (frames from reappearing to the first re-acquir
 tracking cost per target per frame.
 
     python benchmarks/bench_tracking.py [--quick] [--sizes 480x640,720x1280] [--seeds N] [--every N] [--multi]
+        [--scenarios translate,occlusion] [--checkpoint FILE [--encoder-dtype bf16 --decoder-dtype bf16]]
+
+With a SAM 2 checkpoint (--checkpoint sam2.1_hiera_tiny.pt) the session tracks by SAM 2's memory
+on encoded frames and by optical flow between them; (a) and (c) use the same model's image
+predictor.
 """
 import argparse
 import math
@@ -177,9 +182,19 @@ def main(argv=None) -> int:
     ap.add_argument("--multi", action="store_true", help="also: all objects of a sequence as targets at once "
                     "(identity switches), 2 seeds per scenario")
     ap.add_argument("--multi-only", action="store_true", help="only the several-targets runs")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    ap.add_argument("--checkpoint", default="", help="model weights, SAM or SAM 2 (default: the embedded model)")
+    ap.add_argument("--encoder-dtype", default="fp32")
+    ap.add_argument("--decoder-dtype", default="")
     a = ap.parse_args(argv)
+    scenarios = [v for v in a.scenarios.split(",") if v]
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown:
+        ap.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     print(cpu_description(), flush=True)
-    pred = create_predictor()
+    pred = create_predictor(a.checkpoint, encoder_dtype=a.encoder_dtype, decoder_dtype=a.decoder_dtype)
+    print(f"model: {a.checkpoint or 'embedded default'} ({type(pred).__name__}, encoder {a.encoder_dtype}, "
+          f"decoder {a.decoder_dtype or a.encoder_dtype})", flush=True)
     sizes = [tuple(int(v) for v in s.split("x")) for s in ("480x640" if a.quick else a.sizes).split(",")]
     seeds = HELD_OUT_SEEDS[:a.seeds or (2 if a.quick else len(HELD_OUT_SEEDS))]
     rows, multi, every_at = [], [], {}
@@ -197,7 +212,7 @@ def main(argv=None) -> int:
             every = max(1, math.ceil(np.median(ts) / (1000 / 30)))
             print(f"{w}x{h}: encoder+decoder {np.median(ts):.0f} ms -> one frame in {every} encoded at 30 Hz", flush=True)
         every_at[(h, w)] = every
-        for scenario in SCENARIOS if not a.multi_only else ():
+        for scenario in scenarios if not a.multi_only else ():
             for seed in seeds:
                 kind = "box" if seed % 2 == 0 else "click"
                 seq = TrackingSequence(scenario, seed, h, w, num_frames=a.frames)
@@ -217,7 +232,7 @@ def main(argv=None) -> int:
     if a.multi or a.multi_only:
         print("\nseveral targets at once: every object in view on frame 0 a box target", flush=True)
         for h, w in sizes:
-            for scenario in SCENARIOS:
+            for scenario in scenarios:
                 for seed in seeds[:2]:
                     seq = TrackingSequence(scenario, seed, h, w, num_frames=a.frames)
                     jm, sw, n, cost = run_multi(pred, seq, every_at[(h, w)])
