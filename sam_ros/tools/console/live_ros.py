@@ -116,9 +116,15 @@ def start(session: LiveSession, args=None, image_topic: str = "image", compresse
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
 
+    spinning = threading.Event()
+    spinning.set()
+
     def spin() -> None:
+        # Stopped between callbacks (see stop()), not by shutting the executor down under a
+        # running callback: rclpy's shutdown destroys the guard condition that callback triggers.
         try:
-            executor.spin()
+            while spinning.is_set() and context.ok():
+                executor.spin_once(timeout_sec=0.05)
         except ExternalShutdownException:
             pass
 
@@ -126,9 +132,10 @@ def start(session: LiveSession, args=None, image_topic: str = "image", compresse
     thread.start()
 
     def stop() -> None:
+        spinning.clear()
+        thread.join(timeout=5)
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-        thread.join(timeout=5)
 
     return node, stop
