@@ -21,7 +21,7 @@ target gets exactly one result per received frame, in order, from the newest dec
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -508,6 +508,7 @@ class StreamingSession:
         self.stats.decoder_ms.append(self._last_dec_ms)
         flow = getattr(frame, "flow", None) or FlowFrame.from_rgb(frame.key, frame.image)
         stamp = getattr(frame, "stamp", 0.0)
+        started: List[Target] = []
         for i, prompt, pred in zip(keep, prompts, preds):
             tid, _ = items[i]
             src = source or (owners[i].source if owners else "prompt")
@@ -517,10 +518,22 @@ class StreamingSession:
             if tid and sent < max(self._removed_all_at, self._removed_at.get(tid, 0.0)):
                 continue   # removed after this prompt was sent
             if tid:
-                state = self._start_target(tid, prompt, src, frame, flow, pred, chosen, stamp).state.value
+                started.append(self._start_target(tid, prompt, src, frame, flow, pred, chosen, stamp))
+                state = started[-1].state.value
             out[i] = ObjectResult(tid, src, state, pred.masks[chosen], float(pred.iou_predictions[chosen]),
                                   float(pred.stability_scores[chosen]), False, 0, 0.0, pred, chosen,
                                   prompt.multimask)
+        if started:
+            # Targets started on one object (a box around a partly hidden object holds its
+            # occluder): the shared pixels go to one of them (tracker.separate_starts).
+            with self._lock:
+                self.tracker.separate_starts(started, list(self._targets.values()), frame.image, flow,
+                                             frame.embedding, stamp)
+                for i, (tid, _) in enumerate(items):
+                    t = self._targets.get(tid) if tid else None
+                    if (out[i] is not None and t is not None and any(t is u for u in started)
+                            and t.mask is not out[i].mask):
+                        out[i] = replace(out[i], mask=t.mask)
         return out
 
     def _start_target(self, tid: str, prompt: Prompt, source: str, frame: CachedFrame, flow: FlowFrame,

@@ -61,6 +61,10 @@ class MemoryTracker(PromptTracker):
         self._next_frame = 0
 
     # ---- start ---------------------------------------------------------------------------
+    def separate_starts(self, started, others, rgb, flow, embedding, stamp) -> None:
+        """Not here: each object's memory is conditioned on the model's own mask for its prompt,
+        and SAM 2 keeps objects apart by their memories."""
+
     def start(self, target: Target, rgb: np.ndarray, flow: FlowFrame, embedding: Optional[ImageEmbedding],
               pred: MaskPrediction, chosen: int, stamp: float) -> None:
         """A target's first (or re-prompted) decode: its memory object starts from the prompt on

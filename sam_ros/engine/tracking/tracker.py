@@ -80,8 +80,13 @@ class Tracker:
     - start(target, frame_rgb, flow, embedding, pred, chosen, stamp): a target begins with a decoded mask;
     - propagate(targets, prev, cur, rgb, stamp): move the targets to a new frame without the model;
     - prompts(targets, size): the prompts to re-segment the targets on an encoded frame;
-    - correct(targets, prompts, preds, ...): accept or reject the decoded masks, update states.
+    - correct(targets, prompts, preds, ...): accept or reject the decoded masks, update states;
+    - separate_starts(started, others, ...): targets just started on one object (optional).
     """
+
+    def separate_starts(self, started: Sequence[Target], others: Sequence[Target], rgb: np.ndarray,
+                        flow: FlowFrame, embedding: Optional[ImageEmbedding], stamp: float) -> None:
+        """Targets just started whose masks hold one object: nothing is done by default."""
 
 
 class PromptTracker(Tracker):
@@ -100,6 +105,41 @@ class PromptTracker(Tracker):
         self._anchor(target, mask, pred, chosen, flow, stamp, rate=1.0, rgb=rgb, embedding=embedding)
         if not mask.any():  # nothing there: absent from the start
             self._go_absent(target, stamp)
+
+    def separate_starts(self, started: Sequence[Target], others: Sequence[Target], rgb: np.ndarray,
+                        flow: FlowFrame, embedding: Optional[ImageEmbedding], stamp: float) -> None:
+        """Targets just started on frame `flow` whose masks overlap (IoU above `exclusive_iou`)
+        another target's mask on that same frame hold (in part) one object: a detector's box
+        around a partly hidden object also holds its occluder, which the model then segments
+        (measured on the several-targets benchmark: both identity switches left after exclusive
+        decodes came from such a start, the target's first mask on its neighbour at IoU 0.44-0.49,
+        on its own object 0.21-0.44). The shared pixels go to the target whose prompt fits them
+        like (colour and embedding similarity of the shared pixels to the rest of each mask; a
+        mask that is all shared pixels is them): on the several-targets benchmark's starts at
+        640x480 and 720p this named the object the shared pixels are mostly on in 13 of 14 pairs,
+        the prompt boxes' fit to them in fewer. The other keeps the rest and starts again from it
+        (appearance included), unless too little is left (under a tenth of its mask: then both
+        keep theirs)."""
+        new = {id(t) for t in started}
+        pool = [t for t in list(started) + [o for o in others if id(o) not in new]
+                if t.state.present and t.mask is not None and t.key == flow.key and t.mask.any()]
+        for i, a in enumerate(pool):
+            for b in pool[i + 1:]:
+                if id(a) not in new and id(b) not in new:
+                    continue
+                if _mask_iou(a.mask, b.mask) <= self.config.exclusive_iou:
+                    continue
+                shared = a.mask & b.mask
+                win, lose = (a, b) if (_likeness(shared, a.mask & ~shared, rgb, embedding)
+                                       >= _likeness(shared, b.mask & ~shared, rgb, embedding)) else (b, a)
+                rest = lose.mask & ~win.mask
+                if np.count_nonzero(rest) < 0.1 * np.count_nonzero(lose.mask):
+                    continue
+                kept = _Decoded(lose)
+                lose.appearance = app.Appearance()
+                lose.box = None
+                self._anchor(lose, rest, kept, 0, flow, stamp, rate=1.0, rgb=rgb, embedding=embedding, found=True)
+                lose.decodes -= 1   # the same decode, cut
 
     def _anchor(self, target: Target, mask: np.ndarray, pred: MaskPrediction, chosen: int, flow: FlowFrame,
                 stamp: float, rate: float, rgb: np.ndarray, embedding: Optional[ImageEmbedding],
@@ -478,6 +518,29 @@ class PromptTracker(Tracker):
             t.velocity = np.zeros(2)
             t.reacquisitions += 1
             present_masks.append(mask)
+
+
+class _Decoded:
+    """A target's last decode's scores, as one candidate (for re-anchoring it on a cut mask)."""
+
+    def __init__(self, t: Target) -> None:
+        self.low_res_logits = [t.low_res[0]]
+        self.iou_predictions = [t.iou]
+        self.stability_scores = [t.stability]
+
+
+def _likeness(region: np.ndarray, rest: np.ndarray, rgb: np.ndarray, embedding: Optional[ImageEmbedding]) -> float:
+    """How much `region` looks like `rest` (colour + embedding similarity, 0-2); `rest` empty:
+    the region is all of that mask, which it is most like (3)."""
+    if not rest.any():
+        return 3.0
+    score = app.histogram_similarity(app.colour_histogram(rgb, rest, _bbox(rest)),
+                                     app.colour_histogram(rgb, region, _bbox(region)))
+    if embedding is not None:
+        a, b = app.pooled_feature(embedding, region), app.pooled_feature(embedding, rest)
+        if a is not None and b is not None:
+            score += float(a @ b)
+    return score
 
 
 def _clip_to_box(mask: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
