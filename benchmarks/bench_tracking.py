@@ -180,8 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--seeds", type=int, default=0, help="the first n held-out seeds (0: all; --quick: 2)")
     ap.add_argument("--multi", action="store_true", help="also: all objects of a sequence as targets at once "
-                    "(identity switches), 2 seeds per scenario")
+                    "(identity switches), --multi-seeds seeds per scenario")
     ap.add_argument("--multi-only", action="store_true", help="only the several-targets runs")
+    ap.add_argument("--multi-seeds", type=int, default=2, help="seeds per scenario of the several-targets runs")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of: " + ", ".join(SCENARIOS))
     ap.add_argument("--checkpoint", default="", help="model weights, SAM or SAM 2 (default: the embedded model)")
     ap.add_argument("--encoder-dtype", default="fp32")
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
         print("\nseveral targets at once: every object in view on frame 0 a box target", flush=True)
         for h, w in sizes:
             for scenario in scenarios:
-                for seed in seeds[:2]:
+                for seed in seeds[:a.multi_seeds]:
                     seq = TrackingSequence(scenario, seed, h, w, num_frames=a.frames)
                     jm, sw, n, cost = run_multi(pred, seq, every_at[(h, w)])
                     multi.append((f"{w}x{h}", jm, sw, n, cost))

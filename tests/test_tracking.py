@@ -345,6 +345,49 @@ def test_box_targets_started_together_start_on_their_own_objects(predictor):
         assert _iou(t.mask, objects[int(occluder[3:])]) >= 0.65
 
 
+def test_an_absent_target_is_not_reacquired_onto_what_looks_more_like_another_absent_one(predictor):
+    """Two targets are absent; a search decode for target A finds a mask that passes as A
+    (colour the same, embedding similarity 0.8) but that is B's object (similarity 1.0, B
+    absent too): A is not re-acquired onto it. The same decode with no other absent target
+    re-acquires A (and B itself would be: it claims it best)."""
+    from sam_ros.engine.predictor import MaskPrediction
+    from sam_ros.engine.tracking import appearance as app
+    rgb = np.full((240, 320, 3), 90, np.uint8)
+    rgb[60:160, 40:140] = (200, 40, 40)
+    rgb[70:170, 190:290] = (40, 40, 200)
+    obj_b = np.zeros((240, 320), bool)
+    obj_b[70:170, 190:290] = True
+    emb = predictor.encode(rgb)
+    feat_b = app.pooled_feature(emb, obj_b)
+    orth = np.random.default_rng(0).standard_normal(feat_b.shape)
+    orth -= (orth @ feat_b) * feat_b
+    orth /= np.linalg.norm(orth)
+    hist_b = colour_histogram(rgb, obj_b, cv2.boundingRect(obj_b.view(np.uint8)))
+    flow = FlowFrame.from_rgb(5, rgb)
+
+    def absent(name, feature):
+        t = Target(name, Prompt(box=[0, 0, 10, 10], multimask=False))
+        t.appearance.update(feature, hist_b, float(obj_b.sum()), 1.0)
+        t.state, t.absent_since, t.size = TargetState.LOST, 0.0, np.array([100.0, 100.0])
+        return t
+
+    def found(mask, iou):
+        return MaskPrediction(mask[None], np.array([iou], np.float32), np.zeros((1, 8, 8), np.float32),
+                              np.array([0.95], np.float32))
+
+    search = Prompt(np.array([[240.0, 120.0]]), np.array([1]), multimask=False)
+    for rival_absent in (True, False):
+        t_a, t_b = absent("a", 0.8 * feat_b + 0.6 * orth), absent("b", feat_b)
+        items = [(t_a, search, "search")] + ([(t_b, search, "search")] if rival_absent else [])
+        preds = [found(obj_b, 0.9)] + ([found(np.zeros_like(obj_b), 0.9)] if rival_absent else [])
+        PromptTracker().correct(items, preds, rgb, flow, emb, 1.0)
+        assert (t_a.state == TargetState.REACQUIRED) == (not rival_absent), rival_absent
+    t_a, t_b = absent("a", 0.8 * feat_b + 0.6 * orth), absent("b", feat_b)
+    PromptTracker().correct([(t_a, search, "search"), (t_b, search, "search")],
+                            [found(np.zeros_like(obj_b), 0.9), found(obj_b, 0.9)], rgb, flow, emb, 1.0)
+    assert t_b.state == TargetState.REACQUIRED and t_a.state == TargetState.LOST
+
+
 def test_several_targets_keep_their_own_objects(predictor):
     """Every object of a translate sequence as a box target in one session (the tracking
     benchmark's several-targets run, where this sequence had 3 identity switches before decodes
