@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import Point
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
@@ -117,8 +117,11 @@ def main(argv=None) -> int:
     spinning.set()
 
     def spin() -> None:
-        while spinning.is_set():
-            executor.spin_once(timeout_sec=0.05)
+        try:
+            while spinning.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:   # Ctrl-C: rclpy's signal handler shut the context down
+            pass
 
     spin_thread = threading.Thread(target=spin, daemon=True)
     spin_thread.start()

@@ -117,11 +117,12 @@ class PromptTracker(Tracker):
         around a partly hidden object also holds its occluder, which the model then segments
         (measured on the several-targets benchmark: both identity switches left after exclusive
         decodes came from such a start, the target's first mask on its neighbour at IoU 0.44-0.49,
-        on its own object 0.21-0.44). The shared pixels go to the target whose prompt fits them
-        like (colour and embedding similarity of the shared pixels to the rest of each mask; a
+        on its own object 0.21-0.44). The shared pixels go to the target whose other pixels they
+        look like (colour and embedding similarity of the shared pixels to the rest of each mask; a
         mask that is all shared pixels is them): on the several-targets benchmark's starts at
-        640x480 and 720p this named the object the shared pixels are mostly on in 13 of 14 pairs,
-        the prompt boxes' fit to them in fewer. The other keeps the rest and starts again from it
+        640x480 and 720p this named the object the shared pixels are mostly on in 13 of 14 pairs
+        (the prompt boxes' fit to them, tried first, named the wrong one on occlusion 7001). The
+        other keeps the rest and starts again from it
         (appearance included), unless too little is left (under a tenth of its mask: then both
         keep theirs); where the two likenesses differ by less than `separate_margin` nothing is
         done (the one pair of those 14 it named wrongly differed by 0.19; a held-out pair,
@@ -424,14 +425,6 @@ class PromptTracker(Tracker):
                 best = (k, colour + cos)
         return best
 
-    def _claim(self, t: Target, region: np.ndarray, rgb: np.ndarray, embedding: Optional[ImageEmbedding]) -> float:
-        """How much `region` looks like target t: colour similarity + embedding similarity."""
-        score = app.histogram_similarity(t.appearance.histogram, app.colour_histogram(rgb, region, _bbox(region)))
-        feature = app.pooled_feature(embedding, region) if embedding is not None else None
-        if feature is not None and t.appearance.feature is not None:
-            score += float(feature @ t.appearance.feature)
-        return score
-
     def _passes(self, t: Target, mask: np.ndarray, rgb: np.ndarray) -> bool:
         """Whether a mask cut by another target's still passes as t (area and colour)."""
         n = np.count_nonzero(mask)
@@ -453,9 +446,9 @@ class PromptTracker(Tracker):
             for b in entries[i + 1:]:
                 if not (a[2] and b[2]) or _mask_iou(a[1], b[1]) <= self.config.exclusive_iou:
                     continue
-                shared = a[1] & b[1]
-                win, lose = (a, b) if (self._claim(a[0], shared, rgb, embedding)
-                                       >= self._claim(b[0], shared, rgb, embedding)) else (b, a)
+                seen = _describe(a[1] & b[1], rgb, embedding)
+                win, lose = (a, b) if (_looks_like(a[0].appearance.histogram, a[0].appearance.feature, seen)
+                                       >= _looks_like(b[0].appearance.histogram, b[0].appearance.feature, seen)) else (b, a)
                 lose[1] = lose[1] & ~win[1]
                 lose[2] = self._passes(lose[0], lose[1], rgb)
 
@@ -528,8 +521,10 @@ class PromptTracker(Tracker):
             rivals = [u for u in absent if u is not t and u.state != TargetState.ENDED
                       and u.appearance.histogram is not None]
             if rivals:
-                own = self._claim(t, mask, rgb, embedding)
-                if max(self._claim(u, mask, rgb, embedding) for u in rivals) > own + cfg.separate_margin:
+                seen = _describe(mask, rgb, embedding)
+                own = _looks_like(t.appearance.histogram, t.appearance.feature, seen)
+                if max(_looks_like(u.appearance.histogram, u.appearance.feature, seen)
+                       for u in rivals) > own + cfg.separate_margin:
                     continue
             self._anchor(t, mask, pred, chosen, flow, stamp, cfg.appearance_rate, rgb, embedding, found=True)
             t.state = TargetState.REACQUIRED
@@ -548,18 +543,26 @@ class _Decoded:
         self.stability_scores = [t.stability]
 
 
+def _describe(region: np.ndarray, rgb: np.ndarray, embedding: Optional[ImageEmbedding]):
+    """(colour histogram, pooled embedding feature or None) of the pixels of `region`."""
+    feature = app.pooled_feature(embedding, region) if embedding is not None else None
+    return app.colour_histogram(rgb, region, _bbox(region)), feature
+
+
+def _looks_like(histogram: Optional[np.ndarray], feature: Optional[np.ndarray], seen) -> float:
+    """Colour similarity + embedding similarity (0-2) of what `_describe` saw to a reference."""
+    score = app.histogram_similarity(histogram, seen[0])
+    if feature is not None and seen[1] is not None:
+        score += float(seen[1] @ feature)
+    return score
+
+
 def _likeness(region: np.ndarray, rest: np.ndarray, rgb: np.ndarray, embedding: Optional[ImageEmbedding]) -> float:
     """How much `region` looks like `rest` (colour + embedding similarity, 0-2); `rest` empty:
     the region is all of that mask, which it is most like (3)."""
     if not rest.any():
         return 3.0
-    score = app.histogram_similarity(app.colour_histogram(rgb, rest, _bbox(rest)),
-                                     app.colour_histogram(rgb, region, _bbox(region)))
-    if embedding is not None:
-        a, b = app.pooled_feature(embedding, region), app.pooled_feature(embedding, rest)
-        if a is not None and b is not None:
-            score += float(a @ b)
-    return score
+    return _looks_like(*_describe(rest, rgb, embedding), _describe(region, rgb, embedding))
 
 
 def _clip_to_box(mask: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
