@@ -66,13 +66,14 @@ def main(argv=None) -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import Point
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
     from ..msg import Prompt, PromptArray, SegmentationResult
     from ..ros import conversions as conv
+    from ..ros.spin import spin_in_thread
     from ..ros.synthetic_camera import SyntheticCamera
 
     os.makedirs(args.out, exist_ok=True)
@@ -106,25 +107,10 @@ def main(argv=None) -> int:
                            lambda m: diag.update({kv.key: kv.value for s in m.status for kv in s.values}), 10)
     click_pub = op.create_publisher(Point, "image_mouse_left", 10)
     prompt_pub = op.create_publisher(PromptArray, "prompts", 10)
-    # Spun by this loop, not executor.spin(): a callback still running when an executor is shut
-    # down from another thread finds the executor's guard condition destroyed (rclpy's shutdown
-    # destroys it before waiting for its callbacks) and raises InvalidHandle, which rclpy prints
-    # at exit as "exception was never retrieved". Here the spin thread stops between callbacks.
     executor = SingleThreadedExecutor()
     executor.add_node(camera)
     executor.add_node(op)
-    spinning = threading.Event()
-    spinning.set()
-
-    def spin() -> None:
-        try:
-            while spinning.is_set() and rclpy.ok():
-                executor.spin_once(timeout_sec=0.05)
-        except ExternalShutdownException:   # Ctrl-C: rclpy's signal handler shut the context down
-            pass
-
-    spin_thread = threading.Thread(target=spin, daemon=True)
-    spin_thread.start()
+    stop_spinning = spin_in_thread(executor)
 
     print(f"sam_ros demo: {args.width}x{args.height} synthetic camera at {args.rate:g} Hz for {args.seconds:g} s")
     writer: Optional[cv2.VideoWriter] = None
@@ -243,8 +229,7 @@ def main(argv=None) -> int:
             writer.release()
         if last_overlay is not None:
             cv2.imwrite(os.path.join(args.out, "demo_overlay.png"), last_overlay)
-        spinning.clear()
-        spin_thread.join(timeout=5)   # the callback in flight ends before its node goes
+        stop_spinning()   # the callback in flight ends before its node goes
         executor.shutdown()
         camera.destroy_node()
         op.destroy_node()

@@ -12,7 +12,7 @@ from typing import Any, List
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Point
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -21,6 +21,7 @@ from std_msgs.msg import String
 from ...engine.image_io import ConversionError, to_rgb
 from ...msg import Prompt, SegmentationResult
 from ...ros.conversions import fill_image_msg, stamp_key
+from ...ros.spin import spin_in_thread
 from .live import LiveSession, ObjectView, PromptSpec
 
 RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=100)
@@ -116,24 +117,10 @@ def start(session: LiveSession, args=None, image_topic: str = "image", compresse
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
 
-    spinning = threading.Event()
-    spinning.set()
-
-    def spin() -> None:
-        # Stopped between callbacks (see stop()), not by shutting the executor down under a
-        # running callback: rclpy's shutdown destroys the guard condition that callback triggers.
-        try:
-            while spinning.is_set() and context.ok():
-                executor.spin_once(timeout_sec=0.05)
-        except ExternalShutdownException:
-            pass
-
-    thread = threading.Thread(target=spin, daemon=True, name="ros")
-    thread.start()
+    stop_spinning = spin_in_thread(executor, context)
 
     def stop() -> None:
-        spinning.clear()
-        thread.join(timeout=5)
+        stop_spinning()
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
