@@ -388,6 +388,92 @@ def test_an_absent_target_is_not_reacquired_onto_what_looks_more_like_another_ab
     assert t_b.state == TargetState.REACQUIRED and t_a.state == TargetState.LOST
 
 
+def _decode(mask, iou=0.9):
+    from sam_ros.engine.predictor import MaskPrediction
+    return MaskPrediction(mask[None], np.array([iou], np.float32), np.zeros((1, 8, 8), np.float32),
+                          np.array([0.95], np.float32))
+
+
+def test_a_look_alike_far_from_where_the_target_went_needs_closer_colours(predictor):
+    """An occluded target (gone 0.5 s, expected at the left of the image) and a search decode of
+    an object whose colours are three quarters the target's (similarity 0.75: above
+    reacquire_colour, below it + far_colour): near where the target was expected it is
+    re-acquired, 380 px away it is not; the same object in the target's own colours is
+    re-acquired there too."""
+    from sam_ros.engine.tracking import appearance as app
+    rgb = np.full((480, 640, 3), 90, np.uint8)
+    target = np.zeros((480, 640), bool)
+    target[170:270, 50:150] = True
+    rgb[target] = (200, 40, 40)
+    hist = colour_histogram(rgb, target, cv2.boundingRect(target.view(np.uint8)))
+
+    def scene(x0, pure):
+        img = np.full((480, 640, 3), 90, np.uint8)
+        m = np.zeros((480, 640), bool)
+        m[170:270, x0:x0 + 100] = True
+        img[m] = (200, 40, 40)
+        if not pure:
+            img[245:270, x0:x0 + 100] = (40, 40, 200)   # a quarter in another colour
+        return img, m
+
+    tracker = PromptTracker()
+    assert tracker.config.reacquire_colour < 0.75 < tracker.config.reacquire_colour + tracker.config.far_colour
+    for x0, pure, expected in ((60, False, True), (440, False, False), (440, True, True)):
+        img, m = scene(x0, pure)
+        emb = predictor.encode(img)
+        assert abs(app.histogram_similarity(hist, colour_histogram(img, m, cv2.boundingRect(m.view(np.uint8))))
+                   - (1.0 if pure else 0.75)) < 0.02
+        t = Target("t", Prompt(box=[50, 170, 150, 270], multimask=False))
+        t.appearance.update(app.pooled_feature(emb, m), hist, float(m.sum()), 1.0)
+        t.state, t.absent_since, t.stamp = TargetState.OCCLUDED, 0.0, 0.5
+        t.center, t.size, t.image_size = np.array([100.0, 220.0]), np.array([100.0, 100.0]), (480, 640)
+        search = Prompt(np.array([[x0 + 50.0, 220.0]]), np.array([1]), multimask=False)
+        tracker.correct([(t, search, "search")], [_decode(m)], img, FlowFrame.from_rgb(1, img), emb, 0.5)
+        assert (t.state == TargetState.REACQUIRED) == expected, (x0, pure)
+
+
+def test_a_search_that_showed_another_object_is_not_repeated_there_for_a_while(predictor):
+    """A lost red target whose embedding feature is that of a green object (beside it a blue
+    one): the first search tries the best-looking object; its decode fails on colour; for
+    distractor_s no candidate point is tried on that object's cells, after it the object is tried
+    again."""
+    from sam_ros.engine.tracking import appearance as app
+    rgb = np.full((480, 640, 3), 90, np.uint8)
+    green, blue = np.zeros((480, 640), bool), np.zeros((480, 640), bool)
+    green[100:220, 380:520] = True
+    blue[300:420, 80:200] = True
+    rgb[green], rgb[blue] = (40, 200, 40), (40, 40, 200)
+    emb = predictor.encode(rgb)
+    red = np.full((480, 640, 3), (200, 40, 40), np.uint8)
+    t = Target("t", Prompt(box=[0, 0, 10, 10], multimask=False))
+    t.appearance.update(app.pooled_feature(emb, green), colour_histogram(red, blue, (80, 300, 120, 120)),
+                        float(green.sum()), 1.0)
+    t.state, t.absent_since, t.stamp = TargetState.LOST, 0.0, 2.0
+    t.center, t.size, t.image_size = np.array([320.0, 240.0]), np.array([120.0, 120.0]), (480, 640)
+    tracker = PromptTracker()
+
+    def points(stamp):
+        t.stamp = stamp
+        asks = tracker.prompts([t], (480, 640), emb)
+        return [p.points[0] for _, p, kind in asks if kind == "search" and p.box is None]
+
+    first = points(2.0)
+    tried = next(m for m in (green, blue) if m[int(first[0][1]), int(first[0][0])])   # on one of them
+    grid = app.embedding_grid_mask(tried, emb)
+    cell = max(emb.input_size) / grid.shape[0] * (640 / emb.input_size[1])   # original px per cell
+
+    def on_tried(pts):   # the point's embedding cell is mostly on the object tried first
+        return [bool(grid[int(y // cell), int(x // cell)] >= 0.5) for x, y in pts]
+
+    asks = [(t, Prompt(np.array([first[0]]), np.array([1]), multimask=False), "search")]
+    tracker.correct(asks, [_decode(tried)], rgb, FlowFrame.from_rgb(1, rgb), emb, 2.0)
+    assert t.state == TargetState.LOST           # not the target's red
+    assert (t.distractors[grid >= 0.5] > 2.0).all()
+    assert not any(on_tried(points(2.0 + 0.5 * tracker.config.distractor_s)))   # not tried there meanwhile
+    again = points(2.0 + 1.5 * tracker.config.distractor_s)
+    assert again and on_tried(again)[0]
+
+
 def test_several_targets_keep_their_own_objects(predictor):
     """Every object of a translate sequence as a box target in one session (the tracking
     benchmark's several-targets run, where this sequence had 3 identity switches before decodes

@@ -57,6 +57,8 @@ class Target:
     absent_since: Optional[float] = None   # stamp of the first frame it was missing on
     left_view: bool = False             # absent because the flow carried it out of the image
     appearance: Appearance = field(default_factory=Appearance)
+    distractors: Optional[np.ndarray] = None   # embedding grid: stamp until which a cell is not
+                                               # tried as a search candidate (something else is there)
     frames: int = 0                     # frames with a result
     decodes: int = 0                    # frames decoded on an embedding
     reacquisitions: int = 0
