@@ -523,7 +523,10 @@ def test_latest_frame_wins_under_a_fast_camera(client, node):
     assert states["tracking"] >= 0.9 * sum(states.values()), states   # held on its object throughout
     assert len(lat) > 20
     early, late = np.median(lat[5:25]), np.median(lat[-20:])
-    assert late < 2 * early + 100, (early, late)  # no queue builds up behind the encoder
+    # No queue builds up behind the encoder: a backlog of frames at this camera rate (well over
+    # twice what the node encodes) would add seconds over the 2 500 frames; a niced CI run on 2 busy
+    # cores measured 17 ms early and 198 ms late without one, so the margin is half a second.
+    assert late < 2 * early + 500, (early, late)
     assert rss[1] - rss[0] < 60, rss  # MB
 
 
