@@ -471,7 +471,7 @@ def test_a_search_that_showed_another_object_is_not_repeated_there_for_a_while(p
     first = points(2.0)
     tried = next(m for m in (green, blue) if m[int(first[0][1]), int(first[0][0])])   # on one of them
     grid = app.embedding_grid_mask(tried, emb)
-    cell = max(emb.input_size) / grid.shape[0] * (640 / emb.input_size[1])   # original px per cell
+    cell = app.cell_pixels(emb)
 
     def on_tried(pts):   # the point's embedding cell is mostly on the object tried first
         return [bool(grid[int(y // cell), int(x // cell)] >= 0.5) for x, y in pts]

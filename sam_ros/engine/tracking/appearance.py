@@ -67,22 +67,23 @@ def similarity_map(embedding: ImageEmbedding, feature: np.ndarray) -> np.ndarray
     return out
 
 
+def cell_pixels(embedding: ImageEmbedding) -> float:
+    """Original-image pixels per embedding cell (the same on both axes)."""
+    ih, iw = embedding.input_size
+    return max(ih, iw) / embedding.features.shape[-2] * (embedding.original_size[1] / iw)
+
+
 def candidate_points(sim: np.ndarray, embedding: ImageEmbedding, threshold: float,
                      max_candidates: int = 3,
                      window: Optional[Tuple[float, float, float, float]] = None) -> List[Tuple[float, float, float]]:
     """Local maxima of the similarity map above `threshold`, best first, as (x, y, similarity)
     in original-image pixels (cell centres); only those inside `window` (x0, y0, x1, y1 in
     original pixels) when given."""
-    gh, gw = sim.shape
     H, W = embedding.original_size
-    ih, iw = embedding.input_size
-    pad = max(ih, iw)
-    cell = pad / gh                       # input pixels per cell
-    to_orig = W / iw                      # input -> original scale (same on both axes)
+    step = cell_pixels(embedding)
     dil = cv2.dilate(sim, np.ones((3, 3), np.uint8))
     keep = (sim >= dil) & (sim >= threshold)
     if window is not None:
-        step = cell * to_orig             # original pixels per cell
         x0, y0, x1, y1 = (int(np.floor(v / step)) for v in window)
         inside = np.zeros_like(keep)
         inside[max(0, y0):max(0, y1 + 1), max(0, x0):max(0, x1 + 1)] = True
@@ -91,8 +92,8 @@ def candidate_points(sim: np.ndarray, embedding: ImageEmbedding, threshold: floa
     order = np.argsort(-sim[ys, xs])[:max_candidates]
     out = []
     for i in order:
-        x = min(W - 1.0, (xs[i] + 0.5) * cell * to_orig)
-        y = min(H - 1.0, (ys[i] + 0.5) * cell * to_orig)
+        x = min(W - 1.0, (xs[i] + 0.5) * step)
+        y = min(H - 1.0, (ys[i] + 0.5) * step)
         out.append((float(x), float(y), float(sim[ys[i], xs[i]])))
     return out
 

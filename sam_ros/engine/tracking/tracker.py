@@ -130,9 +130,9 @@ class PromptTracker(Tracker):
         other keeps the rest and starts again from it
         (appearance included), however small a share of its mask that is, unless it is a speck
         (under 0.2% of the image: then both keep theirs; on occlusion 7007 a box around an object
-        mostly hidden behind another took the occluder with 5% of its own pixels: kept whole,
-        as a tenth-of-its-mask rule did, it held the occluder's object, 3 identity switches); where the two likenesses differ by less than `separate_margin` nothing is
-        done (the one pair of those 14 it named wrongly differed by 0.19; a held-out pair,
+        mostly hidden behind another took the occluder with 5% of its own pixels: kept whole, as
+        a tenth-of-its-mask rule did, it held the occluder's object, 3 identity switches); where
+        the two likenesses differ by less than `separate_margin` nothing is done (the one pair of those 14 it named wrongly differed by 0.19; a held-out pair,
         exit_return 7007, by 0.11, and its wrong cut cost 5 identity switches)."""
         new = {id(t) for t in started}
         pool = [t for t in list(started) + [o for o in others if id(o) not in new]
@@ -150,8 +150,7 @@ class PromptTracker(Tracker):
                     continue   # no clear owner: left to the decodes of later frames (_exclusive)
                 win, lose = (a, b) if like_a > like_b else (b, a)
                 rest = lose.mask & ~win.mask
-                n_rest = np.count_nonzero(rest)
-                if n_rest < 0.002 * rest.size:
+                if np.count_nonzero(rest) < 0.002 * rest.size:
                     continue
                 kept = _Decoded(lose)
                 lose.appearance = app.Appearance()
@@ -461,9 +460,7 @@ class PromptTracker(Tracker):
         if mask.any() and np.count_nonzero(mask) <= self.config.reacquire_area[1] * max(1.0, t.appearance.area):
             t.distractors[app.embedding_grid_mask(mask, embedding) >= 0.5] = until
         x, y = prompt.points[0]
-        H, W = embedding.original_size
-        ih, iw = embedding.input_size
-        cell = max(ih, iw) / gh * (W / iw)     # original pixels per cell
+        cell = app.cell_pixels(embedding)
         t.distractors[min(gh - 1, int(y // cell)), min(gw - 1, int(x // cell))] = until
 
     def _passes(self, t: Target, mask: np.ndarray, rgb: np.ndarray) -> bool:
