@@ -524,3 +524,93 @@ def test_several_targets_keep_their_own_objects(predictor):
             ious.append(own)
     assert switches == 0
     assert np.mean(ious) > 0.7
+
+
+def test_cell_histograms_are_each_cells_colour_histogram(predictor):
+    """The per-cell colour histograms the search ranks candidates with are `colour_histogram` of
+    each embedding cell's own pixels (a frame small enough for every pixel to be read)."""
+    from sam_ros.engine.tracking import appearance as app
+    rng = np.random.default_rng(3)
+    rgb = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (320, 240), interpolation=cv2.INTER_NEAREST)
+    emb = predictor.encode(rgb)
+    step = app.cell_pixels(emb)
+    assert step < 16   # every pixel read (no subsampling) at this size
+    cells = app.cell_histograms(rgb, emb)
+    gh, gw = emb.features.shape[-2:]
+    ys, xs = np.mgrid[:240, :320]
+    cy, cx = (ys / step).astype(int), (xs / step).astype(int)
+    checked = 0
+    for y in range(gh):
+        for x in range(gw):
+            m = (cy == y) & (cx == x)
+            if not m.any():
+                assert not cells[y, x].any()   # padding
+                continue
+            ref = colour_histogram(rgb, m, cv2.boundingRect(m.view(np.uint8)))
+            np.testing.assert_allclose(cells[y, x], ref.ravel(), atol=1e-6)
+            checked += 1
+    assert checked == int(np.ceil(240 / step)) * int(np.ceil(320 / step))
+
+
+def _lost_between_look_alikes(predictor, red_weight):
+    """A lost red target whose embedding feature mixes a green object's and a red object's
+    (the green one weighted more): (tracker, target, embedding, frame, red mask, green mask)."""
+    from sam_ros.engine.tracking import appearance as app
+    rgb = np.full((480, 640, 3), 90, np.uint8)
+    green, red = np.zeros((480, 640), bool), np.zeros((480, 640), bool)
+    green[100:220, 380:520] = True
+    red[280:400, 100:240] = cv2.circle(np.zeros((120, 140), np.uint8), (70, 60), 58, 1, -1).view(bool)
+    rgb[green], rgb[red] = (40, 200, 40), (200, 40, 40)
+    rgb[100:220:12, 380:520] = 20   # striped: the two objects differ in the embedding, not only in colour
+    emb = predictor.encode(rgb)
+    feature = app.pooled_feature(emb, green) + red_weight * app.pooled_feature(emb, red)
+    t = Target("t", Prompt(box=[0, 0, 10, 10], multimask=False))
+    t.appearance.update(feature / np.linalg.norm(feature), colour_histogram(rgb, red, (100, 280, 140, 120)),
+                        float(red.sum()), 1.0)
+    t.state, t.absent_since, t.stamp = TargetState.LOST, 0.0, 2.0
+    t.center, t.size, t.image_size = np.array([320.0, 240.0]), np.array([140.0, 120.0]), (480, 640)
+    return PromptTracker(), t, emb, rgb, red, green
+
+
+def _on(mask, points):
+    return [bool(mask[int(y), int(x)]) for x, y in points]
+
+
+def test_search_candidates_put_the_targets_colours_first(predictor):
+    """A lost red target whose embedding looks more like a green object than like the red one
+    (both above the similarity needed for a candidate): ranked by the embedding alone the green
+    object's cell is tried first; with the frame's colours the red object's is (at 1280x720 the
+    target's cells coming back ranked 7th by embedding, 2nd with colour)."""
+    from sam_ros.engine.tracking import appearance as app
+    tracker, t, emb, rgb, red, green = _lost_between_look_alikes(predictor, 0.5)
+    sim = app.similarity_map(emb, t.appearance.feature)
+    grid_red, grid_green = app.embedding_grid_mask(red, emb) >= 0.99, app.embedding_grid_mask(green, emb) >= 0.99
+    assert sim[grid_green].max() > sim[grid_red].max() >= tracker.config.reacquire_feature
+
+    def first(frame):
+        asks = tracker.prompts([t], (480, 640), emb, frame)
+        return [p.points[0] for _, p, kind in asks if kind == "search" and p.box is None][0]
+
+    assert _on(green, [first(None)]) == [True]     # the embedding alone: the look-alike first
+    assert _on(red, [first(rgb)]) == [True]         # with colour: the target's own colours first
+
+
+def test_a_remembered_distractor_is_tried_again_once_it_takes_the_targets_colours(predictor):
+    """A search that showed the green object marks its cells for distractor_s; where, within that
+    time, those cells take the target's colours (the target coming out where the other object was
+    shown) a candidate is tried there again; where they keep their colours, none is."""
+    tracker, t, emb, rgb, red, green = _lost_between_look_alikes(predictor, 0.5)
+    first = [p.points[0] for _, p, kind in tracker.prompts([t], (480, 640), emb, None)
+             if kind == "search" and p.box is None][0]
+    assert _on(green, [first]) == [True]
+    asks = [(t, Prompt(np.array([first]), np.array([1]), multimask=False), "search")]
+    tracker.prompts([t], (480, 640), emb, rgb)                      # the colours seen when searched
+    tracker.correct(asks, [_decode(green)], rgb, FlowFrame.from_rgb(1, rgb), emb, 2.0)
+    assert t.state == TargetState.LOST
+    t.stamp = 2.0 + 0.5 * tracker.config.distractor_s
+    for paint, tried in (((40, 200, 40), False), ((200, 40, 40), True)):
+        frame = rgb.copy()
+        frame[green] = paint
+        pts = [p.points[0] for _, p, kind in tracker.prompts([t], (480, 640), emb, frame)
+               if kind == "search" and p.box is None]
+        assert any(_on(green, pts)) == tried, paint

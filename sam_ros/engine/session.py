@@ -342,7 +342,7 @@ class StreamingSession:
             for t in targets:
                 if t.mask is None and t.state.present:
                     t.state = TargetState.OCCLUDED
-            asks = self.tracker.prompts(targets, frame.size, cached.embedding)
+            asks = self.tracker.prompts(targets, frame.size, cached.embedding, frame.rgb)
             restart = [t for t in targets if not t.appearance.area]
         # Targets that never had a mask (or lost it to a resolution change) restart from their prompt.
         asks += [(t, self._scaled_prompt(t, frame.size), "track") for t in restart if t.mask is None and

@@ -75,26 +75,28 @@ def cell_pixels(embedding: ImageEmbedding) -> float:
 
 def candidate_points(sim: np.ndarray, embedding: ImageEmbedding, threshold: float,
                      max_candidates: int = 3,
-                     window: Optional[Tuple[float, float, float, float]] = None) -> List[Tuple[float, float, float]]:
-    """Local maxima of the similarity map above `threshold`, best first, as (x, y, similarity)
-    in original-image pixels (cell centres); only those inside `window` (x0, y0, x1, y1 in
-    original pixels) when given."""
+                     window: Optional[Tuple[float, float, float, float]] = None,
+                     score: Optional[np.ndarray] = None) -> List[Tuple[float, float, float]]:
+    """Local maxima of `score` (default: the similarity map) over the cells whose similarity is
+    at least `threshold`, best first, as (x, y, score) in original-image pixels (cell centres);
+    only those inside `window` (x0, y0, x1, y1 in original pixels) when given."""
     H, W = embedding.original_size
     step = cell_pixels(embedding)
-    dil = cv2.dilate(sim, np.ones((3, 3), np.uint8))
-    keep = (sim >= dil) & (sim >= threshold)
+    score = sim if score is None else score
+    masked = np.where(sim >= threshold, score, -np.inf).astype(np.float32)
+    keep = (masked >= cv2.dilate(masked, np.ones((3, 3), np.uint8))) & np.isfinite(masked)
     if window is not None:
         x0, y0, x1, y1 = (int(np.floor(v / step)) for v in window)
         inside = np.zeros_like(keep)
         inside[max(0, y0):max(0, y1 + 1), max(0, x0):max(0, x1 + 1)] = True
         keep &= inside
     ys, xs = np.nonzero(keep)
-    order = np.argsort(-sim[ys, xs])[:max_candidates]
+    order = np.argsort(-score[ys, xs])[:max_candidates]
     out = []
     for i in order:
         x = min(W - 1.0, (xs[i] + 0.5) * step)
         y = min(H - 1.0, (ys[i] + 0.5) * step)
-        out.append((float(x), float(y), float(sim[ys[i], xs[i]])))
+        out.append((float(x), float(y), float(score[ys[i], xs[i]])))
     return out
 
 
@@ -111,6 +113,29 @@ def colour_histogram(rgb: np.ndarray, mask: np.ndarray, bbox: Tuple[int, int, in
     hist = cv2.calcHist([hsv], [0, 1], m, list(HIST_BINS), [0, 180, 0, 256])
     s = float(hist.sum())
     return (hist / s).astype(np.float32) if s > 0 else None
+
+
+def cell_histograms(rgb: np.ndarray, embedding: ImageEmbedding) -> np.ndarray:
+    """The hue-saturation histogram (as `colour_histogram`) of every embedding cell's pixels:
+    gh x gw x bins float32, each cell's normalised (all zeros for cells of the padding)."""
+    gh, gw = embedding.features.shape[-2:]
+    step = cell_pixels(embedding)
+    stride = max(1, int(step // 8))   # cells of 16 px and more: every other pixel will do
+    rgb, step = rgb[::stride, ::stride], step / stride
+    H, W = rgb.shape[:2]
+    hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)
+    nh, ns = HIST_BINS
+    bins = (hsv[..., 0].astype(np.int64) * nh // 180).clip(0, nh - 1) * ns + (hsv[..., 1].astype(np.int64) * ns // 256)
+    cy = np.minimum(gh - 1, (np.arange(H) / step).astype(np.int64))
+    cx = np.minimum(gw - 1, (np.arange(W) / step).astype(np.int64))
+    index = (cy[:, None] * gw + cx[None, :]) * (nh * ns) + bins
+    counts = np.bincount(index.ravel(), minlength=gh * gw * nh * ns).astype(np.float32).reshape(gh, gw, nh * ns)
+    return counts / np.maximum(counts.sum(-1, keepdims=True), 1.0)
+
+
+def cell_colour_similarity(cells: np.ndarray, reference: np.ndarray, concentration: float = 3.0) -> np.ndarray:
+    """`histogram_similarity` of every cell of `cell_histograms` to `reference`: gh x gw."""
+    return np.minimum(cells, concentration * reference.reshape(1, 1, -1)).sum(-1)
 
 
 def histogram_similarity(reference: Optional[np.ndarray], observed: Optional[np.ndarray],

@@ -119,7 +119,8 @@ class MemoryTracker(PromptTracker):
 
     # ---- on encoded frames ------------------------------------------------------------------
     def prompts(self, targets: Sequence[Target], size: Tuple[int, int],
-                embedding: Optional[ImageEmbedding]) -> List[Tuple[Target, Prompt, str]]:
+                embedding: Optional[ImageEmbedding],
+                rgb: Optional[np.ndarray] = None) -> List[Tuple[Target, Prompt, str]]:
         """One ask per target that has not ended: tracked from its memory by `decode`."""
         return [(t, t.prompt, MEMORY) for t in targets if t.state != TargetState.ENDED]
 

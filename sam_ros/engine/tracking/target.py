@@ -59,6 +59,9 @@ class Target:
     appearance: Appearance = field(default_factory=Appearance)
     distractors: Optional[np.ndarray] = None   # embedding grid: stamp until which a cell is not
                                                # tried as a search candidate (something else is there)
+    distractor_colour: Optional[np.ndarray] = None   # ... and the cell's colour similarity then
+    search_colour: Optional[np.ndarray] = None   # embedding grid: colour similarity of the cells of
+                                                 # the last frame searched
     frames: int = 0                     # frames with a result
     decodes: int = 0                    # frames decoded on an embedding
     reacquisitions: int = 0

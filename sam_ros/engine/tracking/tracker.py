@@ -7,8 +7,8 @@ and the point farthest inside the propagated mask), and checks the decoded mask 
 target's appearance and expected size before accepting it. A target that fails the check, or
 whose flow points vanish, becomes occluded: no mask is published; its position is extrapolated
 from its last velocity, and on encoded frames it is searched for near that position and where
-the embedding looks like it (appearance.py), not again for a while where a search showed
-something else, and far from where it is expected only with a closer colour match; after
+the embedding and the colours look like it (appearance.py), not again for a while where a search
+showed something else, and far from where it is expected only with a closer colour match; after
 `occluded_s` it is lost (searched everywhere), after `lost_s` it ends.
 """
 from dataclasses import dataclass
@@ -56,7 +56,8 @@ class TrackingConfig:
     search_growth: float = 1.0       # the near search widens by this share of the target's size per s gone
     velocity_decay: float = 0.9      # extrapolated motion of an absent target slows down per frame
     distractor_s: float = 1.0        # where a search decode showed something else, no candidate
-                                     # point is tried again for this long
+                                     # point is tried again for this long,
+    distractor_release: float = 0.2  # unless the cell's colour similarity rose by more than this
     same_object_iou: float = 0.85    # a decode this close to the propagated mask shows the same
                                      # object at the same granularity (then the model's best-rated is taken)
     partial_view: float = 0.8        # visible area below this share of the reference: partly hidden
@@ -88,7 +89,7 @@ class Tracker:
 
     - start(target, frame_rgb, flow, embedding, pred, chosen, stamp): a target begins with a decoded mask;
     - propagate(targets, prev, cur, rgb, stamp): move the targets to a new frame without the model;
-    - prompts(targets, size): the prompts to re-segment the targets on an encoded frame;
+    - prompts(targets, size, embedding, rgb): the prompts to re-segment the targets on an encoded frame;
     - correct(targets, prompts, preds, ...): accept or reject the decoded masks, update states;
     - separate_starts(started, others, ...): targets just started on one object (optional).
     """
@@ -306,12 +307,14 @@ class PromptTracker(Tracker):
 
     # ---- on encoded frames ------------------------------------------------------------------
     def prompts(self, targets: Sequence[Target], size: Tuple[int, int],
-                embedding: Optional[ImageEmbedding]) -> List[Tuple[Target, Prompt, str]]:
+                embedding: Optional[ImageEmbedding],
+                rgb: Optional[np.ndarray] = None) -> List[Tuple[Target, Prompt, str]]:
         """Prompts to decode on an encoded frame: per present target one (kind "track"); per
-        absent target a box where it is expected and points where the embedding looks like it
-        (kind "search")."""
+        absent target a box where it is expected and points where the embedding and (given the
+        frame's `rgb`) the colours look like it (kind "search")."""
         h, w = size
         out: List[Tuple[Target, Prompt, str]] = []
+        cells = None   # the frame's per-cell colour histograms, made once for all absent targets
         for t in targets:
             if t.state == TargetState.ENDED:
                 continue
@@ -326,10 +329,26 @@ class PromptTracker(Tracker):
                     out.append((t, Prompt(box=box, multimask=False), "search"))
             if embedding is not None and t.appearance.feature is not None:
                 sim = app.similarity_map(embedding, t.appearance.feature)
+                # Candidates are ranked by embedding + colour similarity of the cell: at 1280x720
+                # the embedding alone rates look-alikes of another colour above the target's
+                # first cells coming back (measured on the occlusion footage: the target's cells
+                # 7th by embedding, 2nd with the colour added, 1st a frame later).
+                colour = None
+                if rgb is not None and t.appearance.histogram is not None and rgb.shape[:2] == (h, w):
+                    if cells is None:
+                        cells = app.cell_histograms(rgb, embedding)
+                    colour = app.cell_colour_similarity(cells, t.appearance.histogram)
+                t.search_colour = colour
                 if t.distractors is not None and t.distractors.shape == sim.shape:
-                    sim[t.distractors > t.stamp] = -1.0
+                    blocked = t.distractors > t.stamp
+                    if colour is not None and t.distractor_colour is not None:
+                        # ... unless the cell now looks more like the target than it did then
+                        # (the target coming back where the other object was shown next to it)
+                        blocked &= colour <= t.distractor_colour + self.config.distractor_release
+                    sim[blocked] = -1.0
+                score = None if colour is None else sim + colour
                 points = app.candidate_points(sim, embedding, self.config.reacquire_feature,
-                                              self.config.max_candidates)
+                                              self.config.max_candidates, score=score)
                 # Near where it was last seen (moved on by its velocity, brought into the image):
                 # a target coming back into view shows a sliver at first (at the border, at an
                 # occluder's edge), whose cells look less like it than other objects' do
@@ -337,7 +356,7 @@ class PromptTracker(Tracker):
                 window = _window(t, size, (1 + self.config.search_growth * _gone(t)) / 2)
                 if window is not None:
                     near = app.candidate_points(sim, embedding, self.config.near_feature,
-                                                self.config.max_near_candidates, window)
+                                                self.config.max_near_candidates, window, score)
                     points += [p for p in near if all(abs(p[0] - q[0]) + abs(p[1] - q[1]) > 1 for q in points)]
                 for x, y, _ in points:
                     out.append((t, Prompt(np.array([[x, y]]), np.array([1]), multimask=True), "search"))
@@ -454,14 +473,19 @@ class PromptTracker(Tracker):
         gh, gw = embedding.features.shape[-2:]
         if t.distractors is None or t.distractors.shape != (gh, gw):
             t.distractors = np.zeros((gh, gw), np.float64)
+            t.distractor_colour = np.zeros((gh, gw), np.float32)
         until = stamp + self.config.distractor_s
         k = int(np.argmax(pred.iou_predictions))
         mask = pred.masks[k]
+        cells = np.zeros((gh, gw), bool)
         if mask.any() and np.count_nonzero(mask) <= self.config.reacquire_area[1] * max(1.0, t.appearance.area):
-            t.distractors[app.embedding_grid_mask(mask, embedding) >= 0.5] = until
+            cells = app.embedding_grid_mask(mask, embedding) >= 0.5
         x, y = prompt.points[0]
         cell = app.cell_pixels(embedding)
-        t.distractors[min(gh - 1, int(y // cell)), min(gw - 1, int(x // cell))] = until
+        cells[min(gh - 1, int(y // cell)), min(gw - 1, int(x // cell))] = True
+        t.distractors[cells] = until
+        seen = t.search_colour if t.search_colour is not None and t.search_colour.shape == (gh, gw) else None
+        t.distractor_colour[cells] = seen[cells] if seen is not None else np.inf
 
     def _passes(self, t: Target, mask: np.ndarray, rgb: np.ndarray) -> bool:
         """Whether a mask cut by another target's still passes as t (area and colour)."""
