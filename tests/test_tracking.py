@@ -614,3 +614,33 @@ def test_a_remembered_distractor_is_tried_again_once_it_takes_the_targets_colour
         pts = [p.points[0] for _, p, kind in tracker.prompts([t], (480, 640), emb, frame)
                if kind == "search" and p.box is None]
         assert any(_on(green, pts)) == tried, paint
+
+
+def test_a_target_carried_out_of_view_is_taken_back_only_across_that_border(predictor):
+    """A target that went absent just inside the right border, moving right, has left the view
+    once its predicted centre is out of the image. Then a look-alike mask whose box reaches the
+    border but whose pixels lie mostly far inside is not it; a sliver along that border is."""
+    from sam_ros.engine.tracking import appearance as app
+    rgb = np.full((480, 640, 3), 90, np.uint8)
+    spread, sliver = np.zeros((480, 640), bool), np.zeros((480, 640), bool)
+    spread[150:156, 480:640] = True          # a thin strip along to the border ...
+    spread[150:330, 480:530] = True          # ... of a block 110-160 px inside
+    sliver[150:330, 600:640] = True
+    rgb[spread | sliver] = (200, 40, 40)
+    emb = predictor.encode(rgb)
+    feature = app.pooled_feature(emb, spread) + app.pooled_feature(emb, sliver)
+    hist = colour_histogram(rgb, sliver, (600, 150, 40, 180))
+    flow = [FlowFrame.from_rgb(k, rgb) for k in range(3)]
+    for mask, expected in ((spread, False), (sliver, True)):
+        t = Target("t", Prompt(box=[0, 0, 10, 10], multimask=False))
+        t.appearance.update(feature / np.linalg.norm(feature), hist, 10000.0, 1.0)
+        assert float(app.pooled_feature(emb, mask) @ t.appearance.feature) >= PromptTracker().config.reacquire_feature
+        t.state, t.absent_since, t.stamp, t.image_size = TargetState.OCCLUDED, 0.0, 0.0, (480, 640)
+        t.center, t.velocity, t.size = np.array([630.0, 240.0]), np.array([8.0, 0.0]), np.array([200.0, 180.0])
+        tracker = PromptTracker()
+        tracker.propagate([t], flow[0], flow[1], 1 / 30)
+        tracker.propagate([t], flow[1], flow[2], 2 / 30)
+        assert t.left_view and t.center[0] >= 640
+        search = Prompt(np.array([[620.0, 240.0]]), np.array([1]), multimask=False)
+        tracker.correct([(t, search, "search")], [_decode(mask)], rgb, flow[2], emb, 2 / 30)
+        assert (t.state == TargetState.REACQUIRED) == expected, expected

@@ -55,7 +55,7 @@ class Target:
     center: np.ndarray = field(default_factory=lambda: np.zeros(2))                 # last known / predicted
     size: np.ndarray = field(default_factory=lambda: np.zeros(2))                   # w, h of the last good box
     absent_since: Optional[float] = None   # stamp of the first frame it was missing on
-    left_view: bool = False             # absent because the flow carried it out of the image
+    left_view: bool = False             # absent because its motion carried it out of the image
     appearance: Appearance = field(default_factory=Appearance)
     distractors: Optional[np.ndarray] = None   # embedding grid: stamp until which a cell is not
                                                # tried as a search candidate (something else is there)
