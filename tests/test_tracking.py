@@ -644,3 +644,40 @@ def test_a_target_carried_out_of_view_is_taken_back_only_across_that_border(pred
         search = Prompt(np.array([[620.0, 240.0]]), np.array([1]), multimask=False)
         tracker.correct([(t, search, "search")], [_decode(mask)], rgb, flow[2], emb, 2 / 30)
         assert (t.state == TargetState.REACQUIRED) == expected, expected
+
+
+def test_a_look_alike_that_stood_in_view_when_the_target_went_absent_is_not_it(predictor):
+    """A red target is covered by a grey occluder (its decode fails on colour: occluded). A red
+    look-alike far from it passes every appearance check of a search; it is not taken for the
+    target where it already stood, unchanged, when the target went absent, and it is where it
+    came into view after that (as the target coming back would)."""
+    from sam_ros.engine.tracking import appearance as app
+    target, other = np.zeros((480, 640), bool), np.zeros((480, 640), bool)
+    target[100:200, 100:200] = True
+    other[300:400, 400:500] = True
+
+    def frame(with_other, covered):
+        img = np.full((480, 640, 3), 90, np.uint8)
+        img[target] = (200, 40, 40)
+        if with_other:
+            img[other] = (200, 40, 40)
+        if covered:
+            img[80:220, 80:220] = (60, 60, 60)
+        return img
+
+    for other_then, expected in ((True, False), (False, True)):
+        tracker, t = PromptTracker(), Target("t", Prompt(box=[100, 100, 200, 200], multimask=False))
+        first = frame(other_then, False)
+        tracker.start(t, first, FlowFrame.from_rgb(0, first), predictor.encode(first), _decode(target), 0, 0.0)
+        gone = frame(other_then, True)
+        asks = [(t, p, "track") for p in tracker._track_prompts(t, (480, 640))]
+        tracker.correct(asks, [_decode(target)] * len(asks), gone, FlowFrame.from_rgb(1, gone),
+                        predictor.encode(gone), 0.1)
+        assert t.state == TargetState.OCCLUDED
+        later = frame(True, True)
+        emb = predictor.encode(later)
+        assert float(app.pooled_feature(emb, other) @ t.appearance.feature) >= tracker.config.reacquire_feature
+        search = Prompt(np.array([[450.0, 350.0]]), np.array([1]), multimask=False)
+        t.stamp = 0.2
+        tracker.correct([(t, search, "search")], [_decode(other)], later, FlowFrame.from_rgb(2, later), emb, 0.2)
+        assert (t.state == TargetState.REACQUIRED) == expected, other_then
