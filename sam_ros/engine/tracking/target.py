@@ -55,7 +55,7 @@ class Target:
     center: np.ndarray = field(default_factory=lambda: np.zeros(2))                 # last known / predicted
     size: np.ndarray = field(default_factory=lambda: np.zeros(2))                   # w, h of the last good box
     absent_since: Optional[float] = None   # stamp of the first frame it was missing on
-    absent_view: Optional[np.ndarray] = None   # RGB frame it went absent on (what was in view then)
+    absent_view: Optional[np.ndarray] = None   # thumbnail of the frame it went absent on (what was in view then)
     absent_box: Tuple[int, int, int, int] = (0, 0, 0, 0)   # its box then (x, y, w, h)
     left_view: bool = False             # absent because its motion carried it out of the image
     appearance: Appearance = field(default_factory=Appearance)

@@ -231,7 +231,7 @@ class PromptTracker(Tracker):
         if target.state.present:
             target.state = TargetState.OCCLUDED
             target.absent_since = stamp
-            target.absent_view = view
+            target.absent_view = _thumbnail(view) if view is not None else None
             target.absent_box = target.bbox
             h, w = target.image_size
             target.left_view = not (0 <= target.center[0] < w and 0 <= target.center[1] < h)
@@ -717,11 +717,11 @@ def _reenters(mask: np.ndarray, t: Target, reach: float) -> bool:
 def _stood_there(t: Target, mask: np.ndarray, bbox: Tuple[int, int, int, int], rgb: np.ndarray,
                  changed: float) -> bool:
     """Whether the object of `mask` was in view already, where it is now, when the target went
-    absent, away from where the target was then: under `changed` of its pixels differ (blurred,
-    by more than 24 levels in a colour channel) from the frame the target went absent on. A target coming
+    absent, away from where the target was then: under `changed` of its pixels differ (on
+    thumbnails, by more than 24 levels in a colour channel) from the frame the target went absent on. A target coming
     back shows where something else was (the occluder, the background beyond the border)."""
     then = t.absent_view
-    if then is None or then.shape != rgb.shape:
+    if then is None or then.shape != _thumbnail_shape(rgb.shape):
         return False
     x, y, w, h = bbox
     ax, ay, aw, ah = t.absent_box
@@ -729,11 +729,29 @@ def _stood_there(t: Target, mask: np.ndarray, bbox: Tuple[int, int, int, int], r
         m = 0.25 * max(aw, ah)   # near where it was seen last it may never have left the view
         if x < ax + aw + m and ax - m < x + w and y < ay + ah + m and ay - m < y + h:
             return False
-    roi = (slice(y, y + h), slice(x, x + w))
-    now = cv2.blur(rgb[roi], (5, 5)).astype(np.int16)
-    before = cv2.blur(then[roi], (5, 5)).astype(np.int16)
-    share = float(np.mean(np.abs(now - before).max(-1)[mask[roi]] > 24))
-    return share < changed
+    now = _thumbnail(rgb)
+    small = cv2.resize(mask.view(np.uint8), then.shape[1::-1], interpolation=cv2.INTER_NEAREST).view(bool)
+    if not small.any():
+        return False
+    diff = np.abs(now.astype(np.int16) - then.astype(np.int16)).max(-1)
+    return float(np.mean(diff[small] > 24)) < changed
+
+
+THUMBNAIL_SIDE = 320   # what a target left behind when it went absent is kept this small
+
+
+def _thumbnail_shape(shape: Tuple[int, ...]) -> Tuple[int, int, int]:
+    h, w = shape[:2]
+    f = min(1.0, THUMBNAIL_SIDE / max(h, w))
+    return max(1, round(h * f)), max(1, round(w * f)), 3
+
+
+def _thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """The frame with its longest side at most THUMBNAIL_SIDE, blurred (a colour comparison that
+    a few pixels of motion or noise do not upset)."""
+    h, w = _thumbnail_shape(rgb.shape)[:2]
+    small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != rgb.shape[:2] else rgb
+    return cv2.blur(small, (3, 3))
 
 
 def _carry(p: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
