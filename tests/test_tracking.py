@@ -708,3 +708,37 @@ def test_a_search_mask_the_model_is_unsure_of_needs_the_targets_own_colours(pred
         search = Prompt(np.array([[300.0, 220.0]]), np.array([1]), multimask=False)
         PromptTracker().correct([(t, search, "search")], [_decode(target, iou)], rgb, FlowFrame.from_rgb(1, rgb), emb, 0.3)
         assert (t.state == TargetState.REACQUIRED) == expected, (iou, pure)
+
+
+def test_an_absent_target_takes_its_object_back_from_a_neighbour_whose_mask_grew_over_it(predictor):
+    """Target A's mask has grown over the blue object next to its red one while B, the blue
+    object's target, was absent. B's search finds the blue object inside A's mask: it looks
+    clearly more like B, so B is re-acquired on it and A keeps its red part. Where A's own
+    appearance is both colours (the mask is A's object), B does not take it."""
+    from sam_ros.engine.tracking import appearance as app
+    rgb = np.full((240, 320, 3), 90, np.uint8)
+    red, blue = np.zeros((240, 320), bool), np.zeros((240, 320), bool)
+    red[60:160, 60:160] = True
+    blue[60:160, 160:220] = True
+    rgb[red], rgb[blue] = (200, 40, 40), (40, 40, 200)
+    both = red | blue
+    emb = predictor.encode(rgb)
+    flow = FlowFrame.from_rgb(1, rgb)
+
+    def looks(mask):
+        return app.pooled_feature(emb, mask), colour_histogram(rgb, mask, cv2.boundingRect(mask.view(np.uint8)))
+
+    for a_is, expected in ((red, True), (both, False)):
+        tracker = PromptTracker()
+        a, b = Target("a", Prompt(box=[60, 60, 220, 160], multimask=False)), Target("b", Prompt(box=[160, 60, 220, 160], multimask=False))
+        tracker.start(a, rgb, flow, emb, _decode(both), 0, 0.0)
+        a.appearance = app.Appearance()
+        a.appearance.update(*looks(a_is), float(a_is.sum()), 1.0)
+        b.appearance.update(*looks(blue), float(blue.sum()), 1.0)
+        b.state, b.absent_since, b.stamp, b.image_size = TargetState.LOST, 0.0, 0.1, (240, 320)
+        b.center, b.size = np.array([190.0, 110.0]), np.array([60.0, 100.0])
+        asks = [(a, p, "track") for p in tracker._track_prompts(a, (240, 320))]
+        asks.append((b, Prompt(np.array([[190.0, 110.0]]), np.array([1]), multimask=False), "search"))
+        tracker.correct(asks, [_decode(both)] * (len(asks) - 1) + [_decode(blue)], rgb, flow, emb, 0.1)
+        assert (b.state == TargetState.REACQUIRED) == expected, expected
+        assert a.state.present and np.array_equal(a.mask, red if expected else both)
