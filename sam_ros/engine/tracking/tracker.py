@@ -624,8 +624,10 @@ class PromptTracker(Tracker):
             if rivals:
                 seen = _describe(mask, rgb, embedding)
                 own = _looks_like(t.appearance.histogram, t.appearance.feature, seen)
-                if max(_looks_like(u.appearance.histogram, u.appearance.feature, seen)
-                       for u in rivals) > own - (cfg.separate_margin if holders else -cfg.separate_margin):
+                # Taken from a holder only by a clearly better claim than every other's; where
+                # no target holds it, another absent target blocks it only by a clearly better one.
+                bar = own - cfg.separate_margin if holders else own + cfg.separate_margin
+                if max(_looks_like(u.appearance.histogram, u.appearance.feature, seen) for u in rivals) > bar:
                     continue
             for h in holders:   # what is left of the holder's mask is its own, if it still passes
                 u, rest = h[0], h[1] & ~mask
