@@ -474,9 +474,9 @@ class PromptTracker(Tracker):
                 continue
             # The model rates what shows of a target coming back low (on a 1280x720 occlusion:
             # a sliver at predicted IoU 0.22, colour 1.0, IoU 0.80 with the truth): below
-            # reacquire_iou its colours must match closely (on 64 occlusions and exits at both
-            # sizes: re-acquired sooner on 3, after 11 -> 5 frames on one, no more frames with a
-            # mask while absent)
+            # reacquire_iou its colours must match closely (on 80 sequences with occlusions, exits
+            # and pans at both sizes: re-acquired sooner on 3, after 11 -> 5 frames on one, never
+            # later, no more frames with a mask while absent)
             if iou < cfg.reacquire_iou and colour < cfg.close_colour:
                 continue
             feature = app.pooled_feature(embedding, mask) if embedding is not None else None
