@@ -72,7 +72,8 @@ def test_lifecycle_transitions_through_the_standard_services(tmp_path):
         assert c.wait(fut.done, 10) and fut.result().result.successful
 
         assert transition(Transition.TRANSITION_CONFIGURE) and state() == State.PRIMARY_STATE_INACTIVE
-        assert "loaded in" in proc.log and c.image_pub.get_subscription_count() == 0   # model, still no topics
+        # (the node's log line reaches us through its stdout, possibly after the service's answer)
+        assert proc.wait_for_log("loaded in", 10) and c.image_pub.get_subscription_count() == 0   # model, still no topics
         fut = pc.set_parameters_atomically([Parameter("checkpoint", value=missing)])   # configured: restart-only
         assert c.wait(fut.done, 10) and "checkpoint is read at start only" in fut.result().result.reason
 
