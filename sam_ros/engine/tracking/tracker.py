@@ -109,6 +109,13 @@ class Tracker:
 class PromptTracker(Tracker):
     def __init__(self, config: Optional[TrackingConfig] = None) -> None:
         self.config = config or TrackingConfig()
+        self._thumb: Optional[Tuple[np.ndarray, np.ndarray]] = None   # (frame, its thumbnail)
+
+    def _thumbnail_of(self, rgb: np.ndarray) -> np.ndarray:
+        """`_thumbnail(rgb)`, made once per frame (every target and candidate of it shares it)."""
+        if self._thumb is None or self._thumb[0] is not rgb:
+            self._thumb = (rgb, _thumbnail(rgb))
+        return self._thumb[1]
 
     # ---- start ---------------------------------------------------------------------------
     def start(self, target: Target, rgb: np.ndarray, flow: FlowFrame, embedding: Optional[ImageEmbedding],
@@ -233,7 +240,7 @@ class PromptTracker(Tracker):
         if target.state.present:
             target.state = TargetState.OCCLUDED
             target.absent_since = stamp
-            target.absent_view = _thumbnail(view) if view is not None else None
+            target.absent_view = self._thumbnail_of(view) if view is not None else None
             target.absent_box = target.bbox
             h, w = target.image_size
             target.left_view = not (0 <= target.center[0] < w and 0 <= target.center[1] < h)
@@ -488,7 +495,7 @@ class PromptTracker(Tracker):
             # where the target went behind the occluder passed at colour 0.75 three frames later
             # and was followed for 12 frames; 4% of its pixels had changed, 87-92% of the target's
             # when it came back out).
-            if _stood_there(t, mask, bbox, rgb, cfg.stale_change):
+            if _stood_there(t, mask, bbox, self._thumbnail_of(rgb), cfg.stale_change):
                 continue
             if best is None or colour + cos > best[1]:
                 best = (k, colour + cos)
@@ -736,14 +743,15 @@ def _reenters(mask: np.ndarray, t: Target, reach: float) -> bool:
     return not sides or any(sides)
 
 
-def _stood_there(t: Target, mask: np.ndarray, bbox: Tuple[int, int, int, int], rgb: np.ndarray,
+def _stood_there(t: Target, mask: np.ndarray, bbox: Tuple[int, int, int, int], now: np.ndarray,
                  changed: float) -> bool:
     """Whether the object of `mask` was in view already, where it is now, when the target went
     absent, away from where the target was then: under `changed` of its pixels differ (on
-    thumbnails, by more than 24 levels in a colour channel) from the frame the target went absent on. A target coming
-    back shows where something else was (the occluder, the background beyond the border)."""
+    thumbnails, `now` this frame's, by more than 24 levels in a colour channel) from the frame
+    the target went absent on. A target coming back shows where something else was (the
+    occluder, the background beyond the border)."""
     then = t.absent_view
-    if then is None or then.shape != _thumbnail_shape(rgb.shape):
+    if then is None or then.shape != now.shape:
         return False
     x, y, w, h = bbox
     ax, ay, aw, ah = t.absent_box
@@ -751,7 +759,6 @@ def _stood_there(t: Target, mask: np.ndarray, bbox: Tuple[int, int, int, int], r
         m = 0.25 * max(aw, ah)   # near where it was seen last it may never have left the view
         if x < ax + aw + m and ax - m < x + w and y < ay + ah + m and ay - m < y + h:
             return False
-    now = _thumbnail(rgb)
     small = cv2.resize(mask.view(np.uint8), then.shape[1::-1], interpolation=cv2.INTER_NEAREST).view(bool)
     if not small.any():
         return False
@@ -762,16 +769,12 @@ def _stood_there(t: Target, mask: np.ndarray, bbox: Tuple[int, int, int, int], r
 THUMBNAIL_SIDE = 320   # what a target left behind when it went absent is kept this small
 
 
-def _thumbnail_shape(shape: Tuple[int, ...]) -> Tuple[int, int, int]:
-    h, w = shape[:2]
-    f = min(1.0, THUMBNAIL_SIDE / max(h, w))
-    return max(1, round(h * f)), max(1, round(w * f)), 3
-
-
 def _thumbnail(rgb: np.ndarray) -> np.ndarray:
     """The frame with its longest side at most THUMBNAIL_SIDE, blurred (a colour comparison that
     a few pixels of motion or noise do not upset)."""
-    h, w = _thumbnail_shape(rgb.shape)[:2]
+    H, W = rgb.shape[:2]
+    f = min(1.0, THUMBNAIL_SIDE / max(H, W))
+    h, w = max(1, round(H * f)), max(1, round(W * f))
     small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != rgb.shape[:2] else rgb
     return cv2.blur(small, (3, 3))
 
