@@ -13,7 +13,7 @@ from sam_ros.engine.session import SessionConfig, StreamingSession
 from sam_ros.engine.tracking.flow import AnchoredPoints, FlowFrame, sample_points, warp_mask
 from sam_ros.engine.tracking.appearance import colour_histogram
 from sam_ros.engine.tracking.target import Target, TargetState
-from sam_ros.engine.tracking.tracker import PromptTracker
+from sam_ros.engine.tracking.tracker import PromptTracker, TrackingConfig
 
 
 def _iou(a, b):
@@ -323,6 +323,42 @@ def test_targets_started_on_one_object_are_separated_whatever_their_order():
     t_red, t_blue = _started("red", rgb, red | blue, key=0), _started("blue", rgb, blue.copy())
     PromptTracker().separate_starts([t_blue], [t_red, t_blue], rgb, flow, None, 0.0)
     assert np.array_equal(t_red.mask, red | blue)
+
+
+def test_other_targets_inside_a_targets_box_are_background_points_of_its_prompt():
+    """A re-segmentation prompt carries, besides the target's own inmost point, a background
+    point on each other present target's mask that lies inside its box, away from its own mask
+    (beyond the `neighbour_gap` band): where the model would merge two objects, the neighbour's
+    pixels are named as not the target. A neighbour outside the box, one only touching the
+    target's outline, and an absent one add nothing."""
+    rgb = np.zeros((120, 200, 3), np.uint8)
+    own = np.zeros((120, 200), bool)
+    own[30:90, 20:100] = True
+    inside = np.zeros_like(own)
+    inside[40:80, 110:150] = True            # in the target's box, clear of its mask
+    far = np.zeros_like(own)
+    far[10:50, 170:195] = True               # outside the box
+    touching = np.zeros_like(own)
+    touching[30:90, 100:103] = True          # along the target's outline, within the band
+    t = _started("t", rgb, own)
+    t.bbox = cv2.boundingRect(own.view(np.uint8))
+    t.box = np.array([15.0, 25.0, 160.0, 95.0])
+    others = [_started(n, rgb, m) for n, m in (("inside", inside), ("far", far), ("touching", touching))]
+    tracker = PromptTracker(TrackingConfig(neighbour_points=2, neighbour_gap=0.2))
+    (_, prompt, kind), = [a for a in tracker.prompts([t] + others, (120, 200), None) if a[0] is t]
+    assert kind == "track" and prompt.box is not None
+    background = prompt.points[prompt.labels == 0]
+    assert len(background) == 1 and inside[int(background[0][1]), int(background[0][0])]
+    foreground = prompt.points[prompt.labels == 1]
+    assert len(foreground) == 1 and own[int(foreground[0][1]), int(foreground[0][0])]
+    # The neighbour gone (occluded): no background point for it.
+    others[0].state = TargetState.OCCLUDED
+    (_, prompt, _), = [a for a in tracker.prompts([t] + others, (120, 200), None) if a[0] is t and a[2] == "track"]
+    assert not (prompt.labels == 0).any()
+    # Off (the default): the prompt is the point and the box alone.
+    others[0].state = TargetState.TRACKING
+    (_, prompt, _), = [a for a in PromptTracker().prompts([t] + others, (120, 200), None) if a[0] is t and a[2] == "track"]
+    assert list(prompt.labels) == [1]
 
 
 def test_box_targets_started_together_start_on_their_own_objects(predictor):
