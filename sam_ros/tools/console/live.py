@@ -73,6 +73,8 @@ class LiveSession:
         self._cleared: Dict[str, float] = {}  # results still in flight for removed targets are ignored
         self._prefix = f"console{os.getpid() % 10000}_"
         self.render_meta = ""
+        self.node_connected: Optional[bool] = None  # None: no ROS adapter tells (e.g. tests of the logic)
+        self.held = 0                               # prompts the adapter holds until the node is matched
 
     # ---- from ROS -----------------------------------------------------------------------
     def on_frame(self, rgb: np.ndarray, key: int) -> None:
@@ -85,6 +87,14 @@ class LiveSession:
             for tid in stale:
                 del self.targets[tid]  # a target someone else cleared: no result for a while
         self.on_change(bool(stale))
+
+    def set_link(self, connected: bool, held: int) -> None:
+        """From the adapter: whether the sam_ros node is matched, and how many prompts wait for it."""
+        with self.lock:
+            changed = (connected, held) != (self.node_connected, self.held)
+            self.node_connected, self.held = connected, held
+        if changed:
+            self.on_change()
 
     def on_result(self, objects: List[ObjectView]) -> None:
         now = time.monotonic()
@@ -200,7 +210,8 @@ class LiveSession:
                                 "mine": tid in self.prompts,
                                 "candidates": [round(c[2], 3) for c in o.candidates] if o else None})
             return {"mode": "live", "image": {"width": w, "height": h, "frames": self.frames_received},
-                    "targets": targets, "selected": self.selected, "info": self.info}
+                    "targets": targets, "selected": self.selected, "info": self.info,
+                    "node": {"connected": self.node_connected, "held": self.held}}
 
     def render(self) -> Optional[np.ndarray]:
         with self.lock:

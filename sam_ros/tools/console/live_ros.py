@@ -5,9 +5,15 @@ Subscribes `image` (sensor-data QoS, as cameras publish) and `segmentation`; pub
 `clear_targets` (std_msgs/String, "" = all). Converts messages to the ROS-free LiveSession's
 types; ObjectMask tracking fields (`state`, `propagated`, `age_frames`) are shown when the node
 sends them.
+
+Prompts go out on volatile topics: one published before DDS has matched the sam_ros node's
+subscription (the node not started yet, or discovery still running on a loaded machine) would
+be lost. Until both topics have a subscriber, what the operator does is held here, in order
+(a target's newer prompt replaces its held one), and sent once the node is matched; the page
+shows that the node is not connected and how much is held.
 """
 import threading
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import numpy as np
 import rclpy
@@ -25,6 +31,7 @@ from ...ros.spin import spin_in_thread
 from .live import LiveSession, ObjectView, PromptSpec
 
 RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=100)
+MAX_HELD = 100  # prompts and removals kept while no node listens (the oldest go first)
 
 
 def _crop(mask_msg: Any) -> np.ndarray:
@@ -72,7 +79,10 @@ class ConsoleNode(Node):
         else:
             self.create_subscription(Image, image_topic, self._on_image, qos_profile_sensor_data)
         self.create_subscription(SegmentationResult, "segmentation", self._on_result, RELIABLE)
+        self._held: List[Tuple[str, Any]] = []
+        self._held_lock = threading.Lock()
         session.publish = self.send
+        self.create_timer(0.1, self._check_link)
         self._decoder = threading.Thread(target=self._decode_frames, daemon=True)
         self._decoder.start()
 
@@ -102,11 +112,47 @@ class ConsoleNode(Node):
             return
         self.session.on_result(objects)
 
+    def node_listening(self) -> bool:
+        """Whether a subscriber (the sam_ros node) is matched on both topics the console sends on."""
+        return self.pub_prompt.get_subscription_count() > 0 and self.pub_clear.get_subscription_count() > 0
+
     def send(self, kind: str, payload: Any) -> None:
+        with self._held_lock:
+            if self._held or not self.node_listening():
+                self._hold(kind, payload)
+                held = len(self._held)
+            else:
+                held = -1
+        if held >= 0:
+            self.session.set_link(False, held)
+        else:
+            self._publish(kind, payload)
+
+    def _hold(self, kind: str, payload: Any) -> None:
+        if kind == "prompt":  # a target's newer prompt replaces the held one
+            self._held = [(k, p) for k, p in self._held if not (k == "prompt" and p.target_id == payload.target_id)]
+        elif kind == "clear":  # prompts of removed targets need not go out at all
+            self._held = [(k, p) for k, p in self._held if not (k == "prompt" and (not payload or p.target_id == payload))]
+        self._held.append((kind, payload))
+        del self._held[:-MAX_HELD]
+
+    def _publish(self, kind: str, payload: Any) -> None:
         if kind == "prompt":
             self.pub_prompt.publish(prompt_msg(payload))
         elif kind == "clear":
             self.pub_clear.publish(String(data=payload))
+
+    def _check_link(self) -> None:
+        """Timer: send what was held once the node is matched; tell the page when the link changes."""
+        listening = self.node_listening()
+        with self._held_lock:
+            held, self._held = (self._held, []) if listening else ([], self._held)
+            for kind, payload in held:
+                self._publish(kind, payload)
+            count = len(self._held)
+        if held:
+            self.get_logger().info(f"sam_ros node matched: sent {len(held)} held prompt(s)")
+        self.session.set_link(listening, count)
 
 
 def start(session: LiveSession, args=None, image_topic: str = "image", compressed: bool = False):

@@ -112,7 +112,10 @@
     $("mode").textContent = s.mode;
     $("info").textContent = s.info || "";
     if (live) {
-      $("imageinfo").textContent = s.image.width ? `${s.image.width}x${s.image.height}, ${s.image.frames} frames` : "waiting for the camera";
+      const camera = s.image.width ? `${s.image.width}x${s.image.height}, ${s.image.frames} frames` : "waiting for the camera";
+      const node = s.node && s.node.connected === false
+        ? `; no sam_ros node listening yet${s.node.held ? ` (${s.node.held} held until it is)` : ""}` : "";
+      $("imageinfo").textContent = camera + node;
     } else {
       $("imageinfo").textContent = `${s.image.name} (${s.image.index + 1}/${s.image.count})${s.dirty ? " *" : ""}`;
       for (const b of document.querySelectorAll("[data-tool]")) b.classList.toggle("active", b.dataset.tool === s.tool);
